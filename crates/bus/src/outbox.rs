@@ -1,0 +1,154 @@
+//! The transactional outbox: events are written in the same transaction as the state change
+//! that caused them, and a relay publishes them afterwards with `Nats-Msg-Id` = event id.
+
+use crate::{BusError, Publisher};
+use bytes::Bytes;
+use sqlx::{PgConnection, PgPool, Row};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Events gathered while handling a batch or a request; [`Outbox::flush`] writes them with one
+/// statement into the caller's transaction.
+#[derive(Default)]
+pub struct Outbox {
+    event_ids: Vec<String>,
+    subjects: Vec<String>,
+    payloads: Vec<Vec<u8>>,
+    traceparents: Vec<Option<String>>,
+}
+
+impl Outbox {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Queues an event for a contract subject (the namespace is added by the relay).
+    pub fn push<M: prost::Message>(&mut self, subject: String, event_id: &str, message: &M) {
+        self.event_ids.push(event_id.to_string());
+        self.subjects.push(subject);
+        self.payloads.push(message.encode_to_vec());
+        self.traceparents.push(crate::trace::current_traceparent());
+    }
+
+    pub fn len(&self) -> usize {
+        self.event_ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.event_ids.is_empty()
+    }
+
+    /// Writes the queued events into the transaction and empties the outbox.
+    pub async fn flush(&mut self, conn: &mut PgConnection) -> Result<usize, sqlx::Error> {
+        let n = self.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        sqlx::query(
+            "INSERT INTO bus_outbox (event_id, subject, payload, traceparent)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bytea[], $4::text[])",
+        )
+        .bind(std::mem::take(&mut self.event_ids))
+        .bind(std::mem::take(&mut self.subjects))
+        .bind(std::mem::take(&mut self.payloads))
+        .bind(std::mem::take(&mut self.traceparents))
+        .execute(conn)
+        .await?;
+        Ok(n)
+    }
+}
+
+/// Publishes the outbox. Several replicas may run it: rows are claimed with
+/// `FOR UPDATE SKIP LOCKED`, so each event is relayed by one of them (and deduplicated by
+/// JetStream and by consumers if a relay dies between publish and delete).
+#[derive(Clone)]
+pub struct OutboxRelay {
+    pool: PgPool,
+    publisher: Publisher,
+    wake: Arc<Notify>,
+}
+
+const RELAY_BATCH: i64 = 2000;
+const IDLE_POLL: Duration = Duration::from_millis(200);
+
+impl OutboxRelay {
+    pub fn new(pool: PgPool, publisher: Publisher) -> Self {
+        OutboxRelay {
+            pool,
+            publisher,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Call after committing a transaction that wrote to the outbox, to relay without delay.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Relays until cancelled, then drains what is left.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut failures = 0u32;
+        loop {
+            match self.drain().await {
+                Ok(_) => failures = 0,
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    metrics::counter!("cnmas_outbox_relay_errors_total").increment(1);
+                    tracing::warn!(error = %e, "outbox relay failed; will retry");
+                    let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => continue,
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+                _ = shutdown.cancelled() => {
+                    let _ = self.drain().await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Publishes every pending event, a batch per transaction. Returns how many were relayed.
+    pub async fn drain(&self) -> Result<usize, BusError> {
+        let mut total = 0;
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let rows = sqlx::query(
+                "SELECT id, event_id, subject, payload, traceparent FROM bus_outbox
+                 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            )
+            .bind(RELAY_BATCH)
+            .fetch_all(&mut *tx)
+            .await?;
+            if rows.is_empty() {
+                return Ok(total);
+            }
+            let mut ids = Vec::with_capacity(rows.len());
+            let mut items = Vec::with_capacity(rows.len());
+            for row in rows {
+                ids.push(row.get::<i64, _>("id"));
+                items.push((
+                    row.get::<String, _>("subject"),
+                    row.get::<String, _>("event_id"),
+                    row.get::<Option<String>, _>("traceparent"),
+                    Bytes::from(row.get::<Vec<u8>, _>("payload")),
+                ));
+            }
+            let n = self.publisher.publish_all(items).await?;
+            sqlx::query("DELETE FROM bus_outbox WHERE id = ANY($1)")
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            metrics::counter!("cnmas_outbox_relayed_total").increment(n as u64);
+            total += n;
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! Pure domain rules of CNMAS. Nothing here does I/O: every rule can be tested exhaustively.
+
+pub mod calendar;
+pub mod company;
+pub mod email;
+pub mod fund;
+pub mod geo;
+pub mod nir;
+pub mod outcome;
+pub mod phone;
+pub mod professional;
+pub mod retry;
+pub mod theme;

@@ -1,0 +1,41 @@
+//! Generated code for the CNMAS contracts (`proto/cnmas/<area>/v1`).
+
+pub mod cnmas {
+    pub mod common {
+        pub mod v1 {
+            tonic::include_proto!("cnmas.common.v1");
+        }
+    }
+    pub mod intake {
+        pub mod v1 {
+            tonic::include_proto!("cnmas.intake.v1");
+        }
+    }
+    pub mod consent {
+        pub mod v1 {
+            tonic::include_proto!("cnmas.consent.v1");
+        }
+    }
+    pub mod scheduler {
+        pub mod v1 {
+            tonic::include_proto!("cnmas.scheduler.v1");
+        }
+    }
+    pub mod dialer {
+        pub mod v1 {
+            tonic::include_proto!("cnmas.dialer.v1");
+        }
+    }
+    pub mod results {
+        pub mod v1 {
+            tonic::include_proto!("cnmas.results.v1");
+        }
+    }
+}
+
+pub use cnmas::common::v1 as common;
+pub use cnmas::consent::v1 as consent;
+pub use cnmas::dialer::v1 as dialer;
+pub use cnmas::intake::v1 as intake;
+pub use cnmas::results::v1 as results;
+pub use cnmas::scheduler::v1 as scheduler;
