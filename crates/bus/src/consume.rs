@@ -77,9 +77,9 @@ pub enum HandlerError {
 impl From<sqlx::Error> for HandlerError {
     fn from(e: sqlx::Error) -> Self {
         match e {
-            sqlx::Error::Database(_) | sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
-                HandlerError::Permanent(e.to_string())
-            }
+            sqlx::Error::Database(_)
+            | sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::Decode(_) => HandlerError::Permanent(e.to_string()),
             other => HandlerError::Transient(other.to_string()),
         }
     }
@@ -200,7 +200,10 @@ pub async fn run_consumer<H: BatchHandler>(
 
 fn to_incoming(ns: &Namespace, m: &jetstream::Message) -> Incoming {
     let (delivered, fallback_id) = match m.info() {
-        Ok(info) => (info.delivered, format!("{}:{}", info.stream, info.stream_sequence)),
+        Ok(info) => (
+            info.delivered,
+            format!("{}:{}", info.stream, info.stream_sequence),
+        ),
         Err(_) => (1, uuid::Uuid::new_v4().to_string()),
     };
     let event_id = m
@@ -220,7 +223,8 @@ fn to_incoming(ns: &Namespace, m: &jetstream::Message) -> Incoming {
 
 /// Backoff for a message redelivered after a failure: 1 s, 2 s, 4 s … capped at 60 s.
 fn backoff(delivered: i64) -> Duration {
-    Duration::from_secs(1u64 << delivered.clamp(1, 7).saturating_sub(1)).min(Duration::from_secs(60))
+    Duration::from_secs(1u64 << delivered.clamp(1, 7).saturating_sub(1))
+        .min(Duration::from_secs(60))
 }
 
 async fn process_batch<H: BatchHandler>(
@@ -399,11 +403,17 @@ async fn dead_letter(
     reason: &str,
 ) {
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Msg-Id", format!("dlq:{}:{}", spec.name, inc.event_id).as_str());
+    headers.insert(
+        "Nats-Msg-Id",
+        format!("dlq:{}:{}", spec.name, inc.event_id).as_str(),
+    );
     headers.insert("Cnmas-Original-Subject", inc.subject.as_str());
     headers.insert("Cnmas-Original-Event-Id", inc.event_id.as_str());
     // Reasons are written by our own handlers and never carry personal data.
-    headers.insert("Cnmas-Dead-Letter-Reason", reason.replace(['\r', '\n'], " ").as_str());
+    headers.insert(
+        "Cnmas-Dead-Letter-Reason",
+        reason.replace(['\r', '\n'], " ").as_str(),
+    );
     let subject = ctx
         .ns()
         .subject(&crate::subjects::dead_letter(spec.service, spec.name));

@@ -63,10 +63,15 @@ impl Publisher {
         event_id: &str,
         message: &M,
     ) -> Result<(), BusError> {
-        self.send(subject, event_id, None, Bytes::from(message.encode_to_vec()))
-            .await?
-            .await
-            .map_err(BusError::nats)?;
+        self.send(
+            subject,
+            event_id,
+            None,
+            Bytes::from(message.encode_to_vec()),
+        )
+        .await?
+        .await
+        .map_err(BusError::nats)?;
         Ok(())
     }
 

@@ -28,7 +28,12 @@ impl Namespace {
 
     /// A fresh random namespace, for tests.
     pub fn random() -> Self {
-        Namespace(format!("t{}", uuid::Uuid::new_v4().simple()).chars().take(20).collect())
+        Namespace(
+            format!("t{}", uuid::Uuid::new_v4().simple())
+                .chars()
+                .take(20)
+                .collect(),
+        )
     }
 
     pub fn as_str(&self) -> &str {
@@ -112,10 +117,16 @@ mod tests {
             ns.subject(&fund_in("751", "contact")),
             "t1.cnmas.in.v1.751.contact"
         );
-        assert_eq!(ns.strip("t1.cnmas.in.v1.751.contact"), "cnmas.in.v1.751.contact");
+        assert_eq!(
+            ns.strip("t1.cnmas.in.v1.751.contact"),
+            "cnmas.in.v1.751.contact"
+        );
         assert_eq!(ns.stream("IN"), "t1_CNMAS_IN");
         let prod = Namespace::default();
-        assert_eq!(prod.subject("cnmas.out.v1.751.result"), "cnmas.out.v1.751.result");
+        assert_eq!(
+            prod.subject("cnmas.out.v1.751.result"),
+            "cnmas.out.v1.751.result"
+        );
         assert_eq!(prod.stream("OUT"), "CNMAS_OUT");
         assert!(Namespace::new("a.b").is_err());
         assert!(Namespace::new("*").is_err());

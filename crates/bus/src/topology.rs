@@ -58,11 +58,7 @@ pub fn streams() -> Vec<StreamSpec> {
 }
 
 /// Creates every stream that does not exist yet. Storage is file (durable) unless `memory`.
-pub async fn ensure(
-    js: &jetstream::Context,
-    ns: &Namespace,
-    memory: bool,
-) -> Result<(), BusError> {
+pub async fn ensure(js: &jetstream::Context, ns: &Namespace, memory: bool) -> Result<(), BusError> {
     for spec in streams() {
         let config = stream::Config {
             name: ns.stream(spec.base),

@@ -44,9 +44,8 @@ pub fn inject_current(headers: &mut HeaderMap) {
 pub fn set_parent_from(span: &tracing::Span, headers: Option<&HeaderMap>) {
     if let Some(h) = headers {
         if h.get("traceparent").is_some() {
-            let cx = opentelemetry::global::get_text_map_propagator(|p| {
-                p.extract(&HeaderExtractor(h))
-            });
+            let cx =
+                opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(h)));
             span.set_parent(cx);
         }
     }

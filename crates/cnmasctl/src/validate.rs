@@ -220,10 +220,9 @@ fn split_lines(text: &str) -> Vec<String> {
 
 pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
     let department = match args.department.as_deref() {
-        Some(code) => Some(
-            Department::parse(code)
-                .map_err(|e| anyhow::anyhow!("--department: {e}"))?,
-        ),
+        Some(code) => {
+            Some(Department::parse(code).map_err(|e| anyhow::anyhow!("--department: {e}"))?)
+        }
         None => None,
     };
     let values = if args.values.is_empty() {
@@ -283,7 +282,9 @@ mod tests {
             r#"{"kind":"nir","input":"2 55 08 14 168 025 38","valid":true,"normalized":"255081416802538","reason":null}"#
         );
         let bad = line(Kind::Nir, None, "2 55 08 14 168 025 00");
-        assert!(bad.contains(r#""valid":false,"normalized":null,"reason":{"code":"nir.key_mismatch","#));
+        assert!(
+            bad.contains(r#""valid":false,"normalized":null,"reason":{"code":"nir.key_mismatch","#)
+        );
         assert!(!bad.contains("line_type"));
         assert_eq!(
             line(Kind::Nir, None, "253072a073004"),

@@ -259,7 +259,10 @@ mod tests {
             let s = t.spec();
             assert!(s.required.contains(&Field::Phone), "{t}");
             for f in s.required {
-                assert!(!s.optional.contains(f), "{t}: {f} both required and optional");
+                assert!(
+                    !s.optional.contains(f),
+                    "{t}: {f} both required and optional"
+                );
             }
         }
     }
@@ -284,9 +287,12 @@ mod tests {
 
     #[test]
     fn check_fields_reports_missing_and_not_allowed() {
-        let errs = Theme::FluVaccination
-            .spec()
-            .check_fields(&[Field::Nir, Field::LastName, Field::Phone, Field::Siret]);
+        let errs = Theme::FluVaccination.spec().check_fields(&[
+            Field::Nir,
+            Field::LastName,
+            Field::Phone,
+            Field::Siret,
+        ]);
         assert_eq!(
             errs,
             vec![

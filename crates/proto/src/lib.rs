@@ -39,3 +39,5 @@ pub use cnmas::dialer::v1 as dialer;
 pub use cnmas::intake::v1 as intake;
 pub use cnmas::results::v1 as results;
 pub use cnmas::scheduler::v1 as scheduler;
+
+pub mod support;

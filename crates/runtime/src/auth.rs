@@ -208,7 +208,13 @@ mod tests {
     fn tokens_round_trip_and_carry_scope() {
         let auth = Authenticator::new("0123456789abcdef0123456789abcdef");
         let t = auth
-            .issue(Role::Fund, "cpam-751", Some("751"), None, chrono::Duration::hours(1))
+            .issue(
+                Role::Fund,
+                "cpam-751",
+                Some("751"),
+                None,
+                chrono::Duration::hours(1),
+            )
             .unwrap();
         let p = auth.verify(&t).unwrap();
         assert_eq!(p.role, Role::Fund);
@@ -231,7 +237,13 @@ mod tests {
         assert!(auth.verify(&expired).is_err());
         assert!(auth.verify("not.a.token").is_err());
         assert!(auth
-            .issue(Role::Fund, "x", Some("75"), None, chrono::Duration::hours(1))
+            .issue(
+                Role::Fund,
+                "x",
+                Some("75"),
+                None,
+                chrono::Duration::hours(1)
+            )
             .is_err());
         assert!(auth
             .issue(Role::Agent, "x", None, None, chrono::Duration::hours(1))

@@ -52,8 +52,7 @@ impl CommonConfig {
             anyhow::bail!("CNMAS_JWT_SECRET must be at least 32 bytes");
         }
         Ok(CommonConfig {
-            namespace: Namespace::new(&var_or("CNMAS_NAMESPACE", ""))
-                .context("CNMAS_NAMESPACE")?,
+            namespace: Namespace::new(&var_or("CNMAS_NAMESPACE", "")).context("CNMAS_NAMESPACE")?,
             nats_url: var_or("CNMAS_NATS_URL", "nats://127.0.0.1:4222"),
             nats_memory_storage: parse_var("CNMAS_NATS_MEMORY_STORAGE", false)?,
             database_url: var("CNMAS_DATABASE_URL").context("CNMAS_DATABASE_URL is required")?,

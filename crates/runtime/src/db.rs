@@ -28,12 +28,11 @@ pub async fn ensure_database(url: &str) -> Result<()> {
             .await
         {
             // Another process may have created it in the meantime.
-            let exists: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
-            )
-            .bind(&name)
-            .fetch_one(&mut admin)
-            .await?;
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                    .bind(&name)
+                    .fetch_one(&mut admin)
+                    .await?;
             if !exists {
                 return Err(e.into());
             }

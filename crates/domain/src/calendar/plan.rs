@@ -12,9 +12,9 @@ use serde::Serialize;
 /// How far [`next_open_window`] looks ahead, in days.
 pub const SEARCH_HORIZON_DAYS: u64 = 400;
 
-/// Contiguous windows are merged by [`next_open_window`] over at most this many days after the
-/// window's start; a policy open without interruption (e.g. all hours) is reported as closing
-/// then, and the caller asks again.
+/// Contiguous windows are merged by [`next_open_window`] up to the end of the local day that
+/// comes this many days after the day the window opens; a policy open without interruption
+/// (e.g. all hours) is reported as closing there, and the caller asks again.
 pub const MERGE_HORIZON_DAYS: u64 = 8;
 
 /// An open window `[start, end)`, with the place's local offset at each end (they differ when
