@@ -1,1 +1,89 @@
-//! placeholder
+//! Intake: receives the funds' contacts, validates them against their campaign's theme, keeps
+//! the personal data in an encrypted vault, and announces accepted contacts (without personal
+//! data) or sends the fund the reasons of each rejection.
+
+mod api;
+mod intake;
+pub mod submission;
+pub mod vault;
+
+use anyhow::{Context, Result};
+use cnmas_bus::ConsumerSpec;
+use cnmas_proto::intake::intake_service_server::IntakeServiceServer;
+use cnmas_runtime::config::var;
+use cnmas_runtime::service::{Base, Running};
+use cnmas_runtime::CommonConfig;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+pub const SERVICE: &str = "intake";
+
+#[derive(Clone)]
+pub struct Config {
+    pub common: CommonConfig,
+    /// `CNMAS_VAULT_KEYS`: `id:base64(32 bytes)[,id:base64…]`, the AEAD keys of the vault.
+    pub vault_keys: String,
+    /// `CNMAS_VAULT_ACTIVE_KEY`: the key id sealing new records.
+    pub vault_active_key: String,
+    /// `CNMAS_PERSON_KEY_SECRET`: HMAC key of the pseudonymous person key (≥ 32 bytes).
+    pub person_key_secret: String,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self> {
+        Ok(Config {
+            common: CommonConfig::from_env()?,
+            vault_keys: var("CNMAS_VAULT_KEYS").context("CNMAS_VAULT_KEYS is required")?,
+            vault_active_key: var("CNMAS_VAULT_ACTIVE_KEY")
+                .context("CNMAS_VAULT_ACTIVE_KEY is required")?,
+            person_key_secret: var("CNMAS_PERSON_KEY_SECRET")
+                .context("CNMAS_PERSON_KEY_SECRET is required")?,
+        })
+    }
+}
+
+pub(crate) struct State {
+    pub base: Base,
+    pub vault: vault::Vault,
+    pub funds: cnmas_domain::fund::Funds,
+}
+
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
+    let vault = vault::Vault::new(
+        &config.vault_keys,
+        &config.vault_active_key,
+        &config.person_key_secret,
+    )?;
+    let base = Base::boot(
+        SERVICE,
+        &config.common,
+        sqlx::migrate!("./migrations"),
+        shutdown,
+    )
+    .await?;
+    let state = Arc::new(State {
+        base: base.clone(),
+        vault,
+        funds: cnmas_domain::fund::Funds::builtin(),
+    });
+    base.spawn_consumer(
+        ConsumerSpec::new(
+            SERVICE,
+            "intake_campaigns",
+            "cnmas.evt.v1.scheduler.campaign_changed",
+        ),
+        Arc::new(intake::CampaignProjection),
+    );
+    base.spawn_consumer(
+        ConsumerSpec::new(SERVICE, "intake_contacts", "cnmas.in.v1.*.contact"),
+        Arc::new(intake::ContactIntake {
+            state: state.clone(),
+        }),
+    );
+    let router = tonic::transport::Server::builder().add_service(
+        IntakeServiceServer::with_interceptor(api::IntakeApi { state }, base.auth.interceptor()),
+    );
+    let grpc = base.serve_grpc(config.common.grpc_addr, router).await?;
+    let http = base.serve_http(config.common.http_addr, None).await?;
+    Ok(base.running(Some(grpc), http))
+}

@@ -50,3 +50,13 @@ CREATE TABLE plans (
 CREATE INDEX plans_due ON plans (next_due_at) WHERE status = 'planned';
 CREATE INDEX plans_campaign ON plans (campaign_id, status);
 CREATE INDEX plans_person ON plans (person_key) WHERE status <> 'closed';
+
+-- Attempts per person across all campaigns, for the pressure limits (4 per 30 days, 60 quiet
+-- days after a refusal in conversation).
+CREATE TABLE person_attempts (
+    person_key text        NOT NULL,
+    at         timestamptz NOT NULL,
+    refused    boolean     NOT NULL,
+    attempt_id text        PRIMARY KEY
+);
+CREATE INDEX person_attempts_person ON person_attempts (person_key, at);

@@ -1,1 +1,87 @@
-//! placeholder
+//! The campaign scheduler: campaigns and their lifecycle, and the plan of every contact —
+//! when it is due, in which open window, after which retries — releasing `CallDue` to the
+//! dialer and `ContactClosed` when a contact is finished.
+
+mod campaigns;
+mod planning;
+
+use anyhow::Result;
+use cnmas_bus::ConsumerSpec;
+use cnmas_domain::calendar::HolidayCalendar;
+use cnmas_proto::scheduler::campaign_service_server::CampaignServiceServer;
+use cnmas_runtime::config::{parse_var, var};
+use cnmas_runtime::service::{Base, Running};
+use cnmas_runtime::CommonConfig;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub const SERVICE: &str = "scheduler";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub common: CommonConfig,
+    /// `CNMAS_HOLIDAYS_FILE`: an amended public-holiday calendar (JSON); default built in.
+    pub holidays: Option<String>,
+    /// `CNMAS_SCHEDULER_TICK_MS`: how often due contacts are released, default 200.
+    pub tick: Duration,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self> {
+        let holidays = match var("CNMAS_HOLIDAYS_FILE") {
+            Some(path) => Some(std::fs::read_to_string(&path)?),
+            None => None,
+        };
+        Ok(Config {
+            common: CommonConfig::from_env()?,
+            holidays,
+            tick: Duration::from_millis(parse_var("CNMAS_SCHEDULER_TICK_MS", 200)?),
+        })
+    }
+}
+
+pub(crate) struct State {
+    pub base: Base,
+    pub calendar: HolidayCalendar,
+}
+
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
+    let base = Base::boot(
+        SERVICE,
+        &config.common,
+        sqlx::migrate!("./migrations"),
+        shutdown,
+    )
+    .await?;
+    let calendar = match &config.holidays {
+        Some(json) => HolidayCalendar::from_json(json)?,
+        None => HolidayCalendar::built_in().clone(),
+    };
+    let state = Arc::new(State {
+        base: base.clone(),
+        calendar,
+    });
+
+    let planner = Arc::new(planning::Planner);
+    base.spawn_consumer(
+        ConsumerSpec::new(SERVICE, "scheduler_consent", "cnmas.evt.v1.consent.>"),
+        planner.clone(),
+    );
+    base.spawn_consumer(
+        ConsumerSpec::new(SERVICE, "scheduler_dialer", "cnmas.evt.v1.dialer.>"),
+        planner.clone(),
+    );
+    base.tasks
+        .spawn(planning::run_ticker(state.clone(), config.tick));
+
+    let api = campaigns::CampaignApi {
+        state: state.clone(),
+    };
+    let router = tonic::transport::Server::builder().add_service(
+        CampaignServiceServer::with_interceptor(api, base.auth.interceptor()),
+    );
+    let grpc = base.serve_grpc(config.common.grpc_addr, router).await?;
+    let http = base.serve_http(config.common.http_addr, None).await?;
+    Ok(base.running(Some(grpc), http))
+}

@@ -1,0 +1,485 @@
+//! The two consumers of intake: the campaign projection, and the funds' contact submissions.
+
+use crate::submission::{self, reason, ValidContact};
+use crate::State;
+use chrono::{NaiveDate, Utc};
+use cnmas_bus::{subjects, BatchHandler, HandlerError, Incoming, Outbox, Verdict};
+use cnmas_domain::theme::Theme;
+use cnmas_proto::common::Reason;
+use cnmas_proto::intake::{ContactAccepted, ContactRejected, SubmitContacts};
+use cnmas_proto::scheduler::{CampaignChanged, CampaignState};
+use cnmas_proto::support::{derived_id, envelope, theme_to_proto};
+use prost::Message;
+use sqlx::{PgConnection, Row};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Keeps intake's view of each campaign (fund, theme, state) from `CampaignChanged`.
+pub struct CampaignProjection;
+
+impl BatchHandler for CampaignProjection {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        batch: &[Incoming],
+        _outbox: &mut Outbox,
+    ) -> Result<Vec<Verdict>, HandlerError> {
+        let mut verdicts = Vec::with_capacity(batch.len());
+        for m in batch {
+            let Ok(event) = CampaignChanged::decode(m.payload.clone()) else {
+                verdicts.push(Verdict::DeadLetter("undecodable CampaignChanged".into()));
+                continue;
+            };
+            let Some(c) = event.campaign else {
+                verdicts.push(Verdict::DeadLetter(
+                    "CampaignChanged without campaign".into(),
+                ));
+                continue;
+            };
+            let (Ok(id), Some(theme)) = (
+                Uuid::parse_str(&c.campaign_id),
+                cnmas_proto::support::theme_from_proto(c.theme),
+            ) else {
+                verdicts.push(Verdict::DeadLetter(
+                    "CampaignChanged with bad id or theme".into(),
+                ));
+                continue;
+            };
+            let state = match CampaignState::try_from(c.state).unwrap_or_default() {
+                CampaignState::Draft => "draft",
+                CampaignState::Active => "active",
+                CampaignState::Paused => "paused",
+                CampaignState::Completed => "completed",
+                CampaignState::Cancelled => "cancelled",
+                CampaignState::Unspecified => "unknown",
+            };
+            let ends_on = NaiveDate::parse_from_str(&c.ends_on, "%Y-%m-%d").ok();
+            // Snapshots may arrive out of order: keep the highest version.
+            sqlx::query(
+                "INSERT INTO campaigns (campaign_id, fund_code, theme, state, ends_on, version)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (campaign_id) DO UPDATE SET state = EXCLUDED.state,
+                     ends_on = EXCLUDED.ends_on, version = EXCLUDED.version
+                 WHERE campaigns.version < EXCLUDED.version",
+            )
+            .bind(id)
+            .bind(&c.fund_code)
+            .bind(theme.code())
+            .bind(state)
+            .bind(ends_on)
+            .bind(c.version as i64)
+            .execute(&mut *tx)
+            .await?;
+            verdicts.push(Verdict::Done);
+        }
+        Ok(verdicts)
+    }
+}
+
+/// The most contacts one message may carry.
+pub const MAX_CONTACTS_PER_MESSAGE: usize = 10_000;
+/// How long a submission for a campaign intake has not heard of yet is retried before it is
+/// rejected (the campaign's creation may still be on its way).
+const UNKNOWN_CAMPAIGN_DELIVERIES: i64 = 5;
+
+pub struct ContactIntake {
+    pub state: Arc<State>,
+}
+
+struct KnownCampaign {
+    fund_code: String,
+    theme: Theme,
+    state: String,
+}
+
+/// A contact that passed validation, waiting for the duplicate checks.
+struct Candidate {
+    campaign_id: Uuid,
+    fund_code: String,
+    theme: Theme,
+    contact: ValidContact,
+    person_key: String,
+    correlation: String,
+    index: u32,
+}
+
+fn rejection(
+    outbox: &mut Outbox,
+    fund: &str,
+    campaign_id: &str,
+    cause: &str,
+    index: u32,
+    submission_ref: &str,
+    reasons: Vec<Reason>,
+) {
+    let event_id = derived_id(&["rejection", cause, &index.to_string()]);
+    let event = ContactRejected {
+        envelope: Some(envelope(
+            event_id.clone(),
+            fund,
+            campaign_id,
+            cause,
+            Utc::now(),
+        )),
+        submission_ref: submission_ref.to_string(),
+        reasons,
+        index,
+    };
+    metrics::counter!("cnmas_intake_rejections_total").increment(1);
+    outbox.push(subjects::fund_out(fund, "rejection"), &event_id, &event);
+}
+
+impl BatchHandler for ContactIntake {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        batch: &[Incoming],
+        outbox: &mut Outbox,
+    ) -> Result<Vec<Verdict>, HandlerError> {
+        let mut verdicts = vec![Verdict::Done; batch.len()];
+        let decoded: Vec<Option<SubmitContacts>> = batch
+            .iter()
+            .map(|m| SubmitContacts::decode(m.payload.clone()).ok())
+            .collect();
+        let campaign_ids: Vec<Uuid> = decoded
+            .iter()
+            .flatten()
+            .filter_map(|s| s.envelope.as_ref())
+            .filter_map(|e| Uuid::parse_str(&e.campaign_id).ok())
+            .collect();
+        let campaigns: HashMap<Uuid, KnownCampaign> = sqlx::query(
+            "SELECT campaign_id, fund_code, theme, state FROM campaigns WHERE campaign_id = ANY($1)",
+        )
+        .bind(&campaign_ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .filter_map(|r| {
+            Some((
+                r.get("campaign_id"),
+                KnownCampaign {
+                    fund_code: r.get("fund_code"),
+                    theme: Theme::from_code(r.get("theme"))?,
+                    state: r.get("state"),
+                },
+            ))
+        })
+        .collect();
+
+        let today = Utc::now()
+            .with_timezone(&chrono_tz::Europe::Paris)
+            .date_naive();
+        let mut candidates = Vec::new();
+        for (i, (m, submission)) in batch.iter().zip(decoded).enumerate() {
+            let subject_fund = subjects::fund_of(&m.subject)
+                .unwrap_or_default()
+                .to_string();
+            let whole = |outbox: &mut Outbox, campaign: &str, r: Reason| {
+                rejection(outbox, &subject_fund, campaign, &m.event_id, 0, "", vec![r]);
+            };
+            let Some(submission) = submission else {
+                whole(
+                    outbox,
+                    "",
+                    reason(
+                        "message",
+                        "message.undecodable",
+                        "not a SubmitContacts protobuf message",
+                    ),
+                );
+                continue;
+            };
+            let env = submission.envelope.clone().unwrap_or_default();
+            if env.fund_code != subject_fund {
+                whole(
+                    outbox,
+                    &env.campaign_id,
+                    reason(
+                        "envelope.fund_code",
+                        "fund.subject_mismatch",
+                        "the envelope's fund code must be the <fund> of the subject",
+                    ),
+                );
+                continue;
+            }
+            if self.state.funds.lookup(&subject_fund).is_err() {
+                whole(
+                    outbox,
+                    &env.campaign_id,
+                    reason(
+                        "envelope.fund_code",
+                        "fund.unknown",
+                        "not a known fund code",
+                    ),
+                );
+                continue;
+            }
+            let Ok(campaign_id) = Uuid::parse_str(&env.campaign_id) else {
+                whole(
+                    outbox,
+                    &env.campaign_id,
+                    reason(
+                        "envelope.campaign_id",
+                        "campaign.bad_id",
+                        "not a campaign id (UUID)",
+                    ),
+                );
+                continue;
+            };
+            let campaign = match campaigns.get(&campaign_id) {
+                Some(c) if c.fund_code == subject_fund => c,
+                None if m.delivered < UNKNOWN_CAMPAIGN_DELIVERIES => {
+                    verdicts[i] = Verdict::Retry(Duration::from_secs(1));
+                    continue;
+                }
+                // Another fund's campaign is reported exactly like a missing one.
+                _ => {
+                    whole(
+                        outbox,
+                        &env.campaign_id,
+                        reason(
+                            "envelope.campaign_id",
+                            "campaign.unknown",
+                            "no such campaign for this fund",
+                        ),
+                    );
+                    continue;
+                }
+            };
+            if matches!(campaign.state.as_str(), "completed" | "cancelled") {
+                whole(
+                    outbox,
+                    &env.campaign_id,
+                    reason(
+                        "envelope.campaign_id",
+                        "campaign.closed",
+                        "the campaign is over",
+                    ),
+                );
+                continue;
+            }
+            if submission.contacts.len() > MAX_CONTACTS_PER_MESSAGE {
+                whole(
+                    outbox,
+                    &env.campaign_id,
+                    reason(
+                        "contacts",
+                        "message.too_many_contacts",
+                        format!("at most {MAX_CONTACTS_PER_MESSAGE} contacts per message"),
+                    ),
+                );
+                continue;
+            }
+            let fund_territory = self
+                .state
+                .funds
+                .lookup(&subject_fund)
+                .map(|f| f.department.territory())
+                .unwrap_or(cnmas_domain::geo::Territory::FR);
+            for (index, c) in submission.contacts.iter().enumerate() {
+                let index = index as u32;
+                match submission::validate(c, campaign.theme, fund_territory, today) {
+                    Ok(contact) => {
+                        let person_key = self
+                            .state
+                            .vault
+                            .person_key(contact.identity.0, &contact.identity.1);
+                        candidates.push(Candidate {
+                            campaign_id,
+                            fund_code: subject_fund.clone(),
+                            theme: campaign.theme,
+                            contact,
+                            person_key,
+                            correlation: m.event_id.clone(),
+                            index,
+                        });
+                    }
+                    Err(reasons) => rejection(
+                        outbox,
+                        &subject_fund,
+                        &env.campaign_id,
+                        &m.event_id,
+                        index,
+                        &c.submission_ref,
+                        reasons,
+                    ),
+                }
+            }
+        }
+        if !candidates.is_empty() {
+            self.store(tx, candidates, outbox).await?;
+        }
+        Ok(verdicts)
+    }
+}
+
+impl ContactIntake {
+    /// Drops what was already received (same reference: idempotent), rejects the same person
+    /// sent twice under different references, seals and stores the rest in one statement.
+    async fn store(
+        &self,
+        tx: &mut PgConnection,
+        candidates: Vec<Candidate>,
+        outbox: &mut Outbox,
+    ) -> Result<(), HandlerError> {
+        let campaigns: Vec<Uuid> = candidates.iter().map(|c| c.campaign_id).collect();
+        let refs: Vec<&str> = candidates
+            .iter()
+            .map(|c| c.contact.submission_ref.as_str())
+            .collect();
+        let keys: Vec<&str> = candidates.iter().map(|c| c.person_key.as_str()).collect();
+        let mut known_refs = HashSet::new();
+        let mut known_people = HashSet::new();
+        for r in sqlx::query(
+            "SELECT c.campaign_id, c.submission_ref, c.person_key FROM contacts c
+             JOIN UNNEST($1::uuid[], $2::text[], $3::text[]) AS x(k, r, p)
+               ON c.campaign_id = x.k AND (c.submission_ref = x.r OR c.person_key = x.p)",
+        )
+        .bind(&campaigns)
+        .bind(&refs)
+        .bind(&keys)
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let campaign: Uuid = r.get("campaign_id");
+            known_refs.insert((campaign, r.get::<String, _>("submission_ref")));
+            known_people.insert((campaign, r.get::<String, _>("person_key")));
+        }
+
+        let mut rows: Rows = Rows::default();
+        for c in candidates {
+            let by_ref = (c.campaign_id, c.contact.submission_ref.clone());
+            let by_person = (c.campaign_id, c.person_key.clone());
+            if known_refs.contains(&by_ref) {
+                continue; // already received: nothing new, nothing to say
+            }
+            if known_people.contains(&by_person) {
+                rejection(
+                    outbox,
+                    &c.fund_code,
+                    &c.campaign_id.to_string(),
+                    &c.correlation,
+                    c.index,
+                    &c.contact.submission_ref,
+                    vec![reason(
+                        "person",
+                        "contact.duplicate_person",
+                        "this person is already in the campaign under another reference",
+                    )],
+                );
+                continue;
+            }
+            known_refs.insert(by_ref);
+            known_people.insert(by_person);
+            let contact_id = Uuid::new_v4();
+            let fields: HashMap<&str, &str> = c
+                .contact
+                .fields
+                .iter()
+                .map(|(k, v)| (k.code(), v.as_str()))
+                .collect();
+            let plaintext =
+                serde_json::to_vec(&fields).map_err(|e| HandlerError::Permanent(e.to_string()))?;
+            let (key_id, nonce, sealed) = self
+                .state
+                .vault
+                .seal(contact_id.as_bytes(), &plaintext)
+                .map_err(|e| HandlerError::Permanent(e.to_string()))?;
+
+            let event_id = derived_id(&["accepted", &contact_id.to_string()]);
+            let time_zone = match cnmas_domain::geo::Department::parse(&c.contact.department) {
+                Ok(d) => d.time_zone(),
+                Err(_) => c.contact.territory.time_zone(),
+            };
+            let event = ContactAccepted {
+                envelope: Some(envelope(
+                    event_id.clone(),
+                    &c.fund_code,
+                    &c.campaign_id.to_string(),
+                    &c.correlation,
+                    Utc::now(),
+                )),
+                contact_id: contact_id.to_string(),
+                submission_ref: c.contact.submission_ref.clone(),
+                person_key: c.person_key.clone(),
+                theme: theme_to_proto(c.theme) as i32,
+                territory: c.contact.territory.code().to_string(),
+                department: c.contact.department.clone(),
+                time_zone: time_zone.name().to_string(),
+                priority_key: c.contact.priority_key,
+            };
+            outbox.push(
+                subjects::event("intake", "contact_accepted"),
+                &event_id,
+                &event,
+            );
+            rows.push(contact_id, c, key_id, nonce, sealed);
+        }
+        rows.insert(tx).await
+    }
+}
+
+#[derive(Default)]
+struct Rows {
+    ids: Vec<Uuid>,
+    campaigns: Vec<Uuid>,
+    funds: Vec<String>,
+    refs: Vec<String>,
+    person_keys: Vec<String>,
+    themes: Vec<String>,
+    territories: Vec<String>,
+    departments: Vec<String>,
+    priorities: Vec<i64>,
+    key_ids: Vec<String>,
+    nonces: Vec<Vec<u8>>,
+    sealed: Vec<Vec<u8>>,
+}
+
+impl Rows {
+    fn push(&mut self, id: Uuid, c: Candidate, key_id: String, nonce: Vec<u8>, sealed: Vec<u8>) {
+        self.ids.push(id);
+        self.campaigns.push(c.campaign_id);
+        self.funds.push(c.fund_code);
+        self.refs.push(c.contact.submission_ref);
+        self.person_keys.push(c.person_key);
+        self.themes.push(c.theme.code().to_string());
+        self.territories
+            .push(c.contact.territory.code().to_string());
+        self.departments.push(c.contact.department);
+        self.priorities.push(c.contact.priority_key);
+        self.key_ids.push(key_id);
+        self.nonces.push(nonce);
+        self.sealed.push(sealed);
+    }
+
+    async fn insert(self, tx: &mut PgConnection) -> Result<(), HandlerError> {
+        if self.ids.is_empty() {
+            return Ok(());
+        }
+        metrics::counter!("cnmas_intake_contacts_accepted_total").increment(self.ids.len() as u64);
+        sqlx::query(
+            "INSERT INTO contacts (contact_id, campaign_id, fund_code, submission_ref, person_key,
+                 theme, territory, department, priority_key, key_id, nonce, sealed)
+             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                 $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::bytea[],
+                 $12::bytea[])",
+        )
+        .bind(self.ids)
+        .bind(self.campaigns)
+        .bind(self.funds)
+        .bind(self.refs)
+        .bind(self.person_keys)
+        .bind(self.themes)
+        .bind(self.territories)
+        .bind(self.departments)
+        .bind(self.priorities)
+        .bind(self.key_ids)
+        .bind(self.nonces)
+        .bind(self.sealed)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+}

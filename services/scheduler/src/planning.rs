@@ -1,0 +1,635 @@
+//! The plan of each contact: cleared contacts enter it, attempts move it on (retry rules,
+//! callbacks, closure), opt-outs close it, and the ticker releases `CallDue` for contacts whose
+//! time has come inside an open calling window.
+
+use crate::State;
+use chrono::{DateTime, NaiveDate, Utc};
+use cnmas_bus::{subjects, BatchHandler, HandlerError, Incoming, Outbox, Verdict};
+use cnmas_domain::calendar::{next_open_window, CallingPolicy, Place};
+use cnmas_domain::geo::{Department, Territory};
+use cnmas_domain::outcome::{AttemptOutcome, Channel, FinalStatus};
+use cnmas_domain::retry::{self, Decision, PersonAttempt, PressureRule, RetryPolicy};
+use cnmas_domain::theme::Theme;
+use cnmas_proto::consent::{ConsentChanged, ContactCleared};
+use cnmas_proto::dialer::{AttemptRecorded, CallReturned};
+use cnmas_proto::scheduler::{CallDue, ContactClosed};
+use cnmas_proto::support::{
+    channel_from_proto, derived_id, envelope, final_status_to_proto, from_timestamp,
+    outcome_from_proto, theme_from_proto, timestamp,
+};
+use prost::Message;
+use sqlx::{PgConnection, Row};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+pub struct Planner;
+
+/// One contact's plan, as loaded for a batch.
+#[derive(Debug, Clone)]
+struct Plan {
+    contact_id: Uuid,
+    campaign_id: Uuid,
+    fund_code: String,
+    theme: String,
+    person_key: String,
+    status: String,
+    attempts: i32,
+    next_due_at: Option<DateTime<Utc>>,
+    callback_agent_id: Option<String>,
+    final_status: Option<String>,
+    changed: bool,
+}
+
+enum Event {
+    Cleared(ContactCleared),
+    Attempt(AttemptRecorded),
+    Returned(CallReturned),
+    Consent(ConsentChanged),
+    Ignored,
+}
+
+fn decode(m: &Incoming) -> Result<Event, prost::DecodeError> {
+    let kind = m.subject.rsplit('.').next().unwrap_or_default();
+    Ok(match kind {
+        "contact_cleared" => Event::Cleared(ContactCleared::decode(m.payload.clone())?),
+        "attempt_recorded" => Event::Attempt(AttemptRecorded::decode(m.payload.clone())?),
+        "call_returned" => Event::Returned(CallReturned::decode(m.payload.clone())?),
+        "consent_changed" => Event::Consent(ConsentChanged::decode(m.payload.clone())?),
+        _ => Event::Ignored,
+    })
+}
+
+fn parse_uuid(s: &str) -> Option<Uuid> {
+    Uuid::parse_str(s).ok()
+}
+
+impl BatchHandler for Planner {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        batch: &[Incoming],
+        outbox: &mut Outbox,
+    ) -> Result<Vec<Verdict>, HandlerError> {
+        let mut verdicts = vec![Verdict::Done; batch.len()];
+        let mut events = Vec::with_capacity(batch.len());
+        for (i, m) in batch.iter().enumerate() {
+            match decode(m) {
+                Ok(e) => events.push(e),
+                Err(e) => {
+                    verdicts[i] = Verdict::DeadLetter(format!("undecodable {}: {e}", m.subject));
+                    events.push(Event::Ignored);
+                }
+            }
+        }
+        insert_cleared(tx, &events).await?;
+
+        // Everything else changes existing plans: load them once, apply in order, write once.
+        let mut contact_ids = Vec::new();
+        let mut person_keys = Vec::new();
+        for e in &events {
+            match e {
+                Event::Attempt(a) => contact_ids.extend(parse_uuid(&a.contact_id)),
+                Event::Returned(r) => contact_ids.extend(parse_uuid(&r.contact_id)),
+                Event::Consent(c) => person_keys.push(c.person_key.clone()),
+                _ => {}
+            }
+        }
+        if contact_ids.is_empty() && person_keys.is_empty() {
+            return Ok(verdicts);
+        }
+        let mut plans = load_plans(tx, &contact_ids, &person_keys).await?;
+        let campaign_ids: Vec<Uuid> = plans.values().map(|p| p.campaign_id).collect();
+        let max_attempts: HashMap<Uuid, i32> = sqlx::query(
+            "SELECT campaign_id, max_attempts FROM campaigns WHERE campaign_id = ANY($1)",
+        )
+        .bind(&campaign_ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|r| (r.get("campaign_id"), r.get("max_attempts")))
+        .collect();
+
+        let now = Utc::now();
+        let mut person_attempts: Vec<(String, DateTime<Utc>, bool, String)> = Vec::new();
+        for (i, e) in events.iter().enumerate() {
+            match e {
+                Event::Attempt(a) => {
+                    let Some(plan) = parse_uuid(&a.contact_id).and_then(|id| plans.get_mut(&id))
+                    else {
+                        verdicts[i] = Verdict::DeadLetter("attempt for an unknown contact".into());
+                        continue;
+                    };
+                    let Some(outcome) = outcome_from_proto(a.outcome) else {
+                        verdicts[i] = Verdict::DeadLetter("attempt without an outcome".into());
+                        continue;
+                    };
+                    let at = a
+                        .recorded_at
+                        .as_ref()
+                        .and_then(from_timestamp)
+                        .unwrap_or(now);
+                    person_attempts.push((
+                        plan.person_key.clone(),
+                        at,
+                        outcome == AttemptOutcome::RefusedInterview,
+                        a.attempt_id.clone(),
+                    ));
+                    if plan.status == "closed" {
+                        continue;
+                    }
+                    plan.attempts += 1;
+                    plan.changed = true;
+                    let policy = RetryPolicy {
+                        max_attempts: max_attempts
+                            .get(&plan.campaign_id)
+                            .copied()
+                            .unwrap_or(5)
+                            .max(1) as u32,
+                        ..RetryPolicy::default()
+                    };
+                    let callback_at = a.callback_at.as_ref().and_then(from_timestamp);
+                    match retry::decide(&policy, outcome, plan.attempts as u32, at, callback_at) {
+                        Decision::RetryAfter(t) => {
+                            plan.status = "planned".into();
+                            plan.next_due_at = Some(t);
+                            plan.callback_agent_id = (outcome == AttemptOutcome::CallbackRequested
+                                && a.callback_with_same_agent)
+                                .then(|| a.agent_id.clone());
+                        }
+                        Decision::Close(status) => {
+                            close(plan, status, "attempts.decided", outbox, &a.attempt_id)
+                        }
+                    }
+                }
+                Event::Returned(r) => {
+                    if let Some(plan) = parse_uuid(&r.contact_id).and_then(|id| plans.get_mut(&id))
+                    {
+                        if plan.status == "queued" {
+                            plan.status = "planned".into();
+                            plan.next_due_at = Some(now);
+                            plan.changed = true;
+                        }
+                    }
+                }
+                Event::Consent(c) => {
+                    let Some(change) = &c.change else { continue };
+                    if !change.opted_out
+                        || channel_from_proto(change.channel) != Some(Channel::Phone)
+                    {
+                        continue;
+                    }
+                    let scope = theme_from_proto(c.theme).map(Theme::code);
+                    for plan in plans.values_mut() {
+                        if plan.person_key == c.person_key
+                            && plan.status != "closed"
+                            && (change.all_themes || Some(plan.theme.as_str()) == scope)
+                        {
+                            let cause = c.envelope.as_ref().map(|e| e.event_id.clone());
+                            close(
+                                plan,
+                                FinalStatus::SuppressedByConsent,
+                                "consent.opted_out",
+                                outbox,
+                                cause.as_deref().unwrap_or_default(),
+                            );
+                        }
+                    }
+                }
+                Event::Cleared(_) | Event::Ignored => {}
+            }
+        }
+        save_plans(tx, plans.values().filter(|p| p.changed)).await?;
+        if !person_attempts.is_empty() {
+            let (keys, ats, refused, ids): (Vec<_>, Vec<_>, Vec<_>, Vec<_>) =
+                multiunzip(person_attempts);
+            sqlx::query(
+                "INSERT INTO person_attempts (person_key, at, refused, attempt_id)
+                 SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::bool[], $4::text[])
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(keys)
+            .bind(ats)
+            .bind(refused)
+            .bind(ids)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(verdicts)
+    }
+}
+
+type Unzipped4<A, B, C, D> = (Vec<A>, Vec<B>, Vec<C>, Vec<D>);
+
+fn multiunzip<A, B, C, D>(v: Vec<(A, B, C, D)>) -> Unzipped4<A, B, C, D> {
+    let mut out = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (a, b, c, d) in v {
+        out.0.push(a);
+        out.1.push(b);
+        out.2.push(c);
+        out.3.push(d);
+    }
+    out
+}
+
+/// Closes a plan and announces it.
+fn close(plan: &mut Plan, status: FinalStatus, reason: &str, outbox: &mut Outbox, cause: &str) {
+    plan.status = "closed".into();
+    plan.final_status = Some(status.code().into());
+    plan.next_due_at = None;
+    plan.changed = true;
+    let contact_id = plan.contact_id.to_string();
+    let event_id = derived_id(&["contact_closed", &contact_id]);
+    let event = ContactClosed {
+        envelope: Some(envelope(
+            event_id.clone(),
+            &plan.fund_code,
+            &plan.campaign_id.to_string(),
+            cause,
+            Utc::now(),
+        )),
+        contact_id,
+        final_status: final_status_to_proto(status) as i32,
+        attempts: plan.attempts as u32,
+        reason: reason.into(),
+    };
+    outbox.push(
+        subjects::event("scheduler", "contact_closed"),
+        &event_id,
+        &event,
+    );
+}
+
+async fn insert_cleared(tx: &mut PgConnection, events: &[Event]) -> Result<(), HandlerError> {
+    let mut cols: (
+        Vec<Uuid>,
+        Vec<Uuid>,
+        Vec<String>,
+        Vec<String>,
+        Vec<String>,
+        Vec<String>,
+        Vec<String>,
+        Vec<i64>,
+    ) = Default::default();
+    for e in events {
+        let Event::Cleared(c) = e else { continue };
+        let env = c.envelope.clone().unwrap_or_default();
+        let (Some(contact), Some(campaign)) =
+            (parse_uuid(&c.contact_id), parse_uuid(&env.campaign_id))
+        else {
+            continue;
+        };
+        let theme = theme_from_proto(c.theme)
+            .map(Theme::code)
+            .unwrap_or_default();
+        cols.0.push(contact);
+        cols.1.push(campaign);
+        cols.2.push(env.fund_code);
+        cols.3.push(c.person_key.clone());
+        cols.4.push(theme.to_string());
+        cols.5.push(c.territory.clone());
+        cols.6.push(c.department.clone());
+        cols.7.push(c.priority_key);
+    }
+    if cols.0.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO plans (contact_id, campaign_id, fund_code, person_key, theme, territory,
+             department, priority_key, status, next_due_at)
+         SELECT c, k, f, p, t, tr, d, pr, 'planned', now()
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::text[], $8::bigint[]) AS x(c, k, f, p, t, tr, d, pr)
+         ON CONFLICT (contact_id) DO NOTHING",
+    )
+    .bind(cols.0)
+    .bind(cols.1)
+    .bind(cols.2)
+    .bind(cols.3)
+    .bind(cols.4)
+    .bind(cols.5)
+    .bind(cols.6)
+    .bind(cols.7)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn load_plans(
+    tx: &mut PgConnection,
+    contact_ids: &[Uuid],
+    person_keys: &[String],
+) -> Result<HashMap<Uuid, Plan>, HandlerError> {
+    let rows = sqlx::query(
+        "SELECT contact_id, campaign_id, fund_code, theme, person_key, status, attempts,
+                next_due_at, callback_agent_id, final_status
+         FROM plans
+         WHERE contact_id = ANY($1) OR (person_key = ANY($2) AND status <> 'closed')
+         ORDER BY contact_id FOR UPDATE",
+    )
+    .bind(contact_ids)
+    .bind(person_keys)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let p = Plan {
+                contact_id: r.get("contact_id"),
+                campaign_id: r.get("campaign_id"),
+                fund_code: r.get("fund_code"),
+                theme: r.get("theme"),
+                person_key: r.get("person_key"),
+                status: r.get("status"),
+                attempts: r.get("attempts"),
+                next_due_at: r.get("next_due_at"),
+                callback_agent_id: r.get("callback_agent_id"),
+                final_status: r.get("final_status"),
+                changed: false,
+            };
+            (p.contact_id, p)
+        })
+        .collect())
+}
+
+async fn save_plans<'a>(
+    tx: &mut PgConnection,
+    plans: impl Iterator<Item = &'a Plan>,
+) -> Result<(), HandlerError> {
+    let mut ids = Vec::new();
+    let mut statuses = Vec::new();
+    let mut attempts = Vec::new();
+    let mut due = Vec::new();
+    let mut agents = Vec::new();
+    let mut finals = Vec::new();
+    for p in plans {
+        ids.push(p.contact_id);
+        statuses.push(p.status.clone());
+        attempts.push(p.attempts);
+        due.push(p.next_due_at);
+        agents.push(p.callback_agent_id.clone());
+        finals.push(p.final_status.clone());
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE plans SET status = x.s, attempts = x.a, next_due_at = x.d,
+             callback_agent_id = x.g, final_status = x.f, updated_at = now()
+         FROM UNNEST($1::uuid[], $2::text[], $3::int[], $4::timestamptz[], $5::text[], $6::text[])
+             AS x(c, s, a, d, g, f)
+         WHERE plans.contact_id = x.c",
+    )
+    .bind(ids)
+    .bind(statuses)
+    .bind(attempts)
+    .bind(due)
+    .bind(agents)
+    .bind(finals)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// How many due contacts one release transaction handles.
+const RELEASE_BATCH: i64 = 1000;
+
+/// Releases due contacts until shutdown, and closes campaigns past their end date.
+pub async fn run_ticker(state: Arc<State>, tick: Duration) {
+    let shutdown = state.base.shutdown.clone();
+    let mut last_end_check = std::time::Instant::now() - Duration::from_secs(3600);
+    loop {
+        let mut released_full_batch = false;
+        match release_due(&state, Utc::now()).await {
+            Ok(n) => released_full_batch = n as i64 >= RELEASE_BATCH,
+            Err(e) => tracing::warn!(error = %e, "releasing due calls failed; will retry"),
+        }
+        if last_end_check.elapsed() > Duration::from_secs(10) {
+            last_end_check = std::time::Instant::now();
+            if let Err(e) = end_campaigns(&state, Utc::now()).await {
+                tracing::warn!(error = %e, "closing ended campaigns failed; will retry");
+            }
+        }
+        if released_full_batch {
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+fn place_of(department: &str, territory: &str) -> Option<Place> {
+    if let Ok(d) = Department::parse(department) {
+        return Some(Place::Department(d));
+    }
+    territory.parse::<Territory>().ok().map(Place::Territory)
+}
+
+/// One transaction: the most urgent due plans of active campaigns, each either released as a
+/// `CallDue` (its window is open now and the person's pressure limits allow it) or moved to the
+/// next time it may be called. Returns how many plans were examined.
+pub(crate) async fn release_due(state: &State, now: DateTime<Utc>) -> Result<usize, sqlx::Error> {
+    let mut tx = state.base.pool.begin().await?;
+    let rows = sqlx::query(
+        "SELECT p.contact_id, p.campaign_id, p.fund_code, p.person_key, p.territory,
+                p.department, p.priority_key, p.attempts, p.callback_agent_id,
+                c.calling_policy
+         FROM plans p JOIN campaigns c ON c.campaign_id = p.campaign_id
+         WHERE p.status = 'planned' AND p.next_due_at <= $1 AND c.state = 'active'
+           AND c.starts_on <= ($1 AT TIME ZONE 'Europe/Paris')::date
+         ORDER BY p.priority_key, p.arrival
+         LIMIT $2
+         FOR UPDATE OF p SKIP LOCKED",
+    )
+    .bind(now)
+    .bind(RELEASE_BATCH)
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let keys: Vec<String> = rows.iter().map(|r| r.get("person_key")).collect();
+    let rule = PressureRule::default();
+    let horizon =
+        now - chrono::Duration::days(i64::from(rule.quiet_days_after_refusal.max(rule.per_days)));
+    let mut history: HashMap<String, Vec<PersonAttempt>> = HashMap::new();
+    for r in sqlx::query(
+        "SELECT person_key, at, refused FROM person_attempts
+         WHERE person_key = ANY($1) AND at > $2",
+    )
+    .bind(&keys)
+    .bind(horizon)
+    .fetch_all(&mut *tx)
+    .await?
+    {
+        history
+            .entry(r.get("person_key"))
+            .or_default()
+            .push(PersonAttempt {
+                at: r.get("at"),
+                refused_in_conversation: r.get("refused"),
+            });
+    }
+
+    let mut policies: HashMap<Uuid, CallingPolicy> = HashMap::new();
+    let mut queued = Vec::new();
+    let mut replanned: (Vec<Uuid>, Vec<DateTime<Utc>>) = Default::default();
+    let mut outbox = Outbox::new();
+    let n = rows.len();
+    for r in rows {
+        let contact_id: Uuid = r.get("contact_id");
+        let campaign_id: Uuid = r.get("campaign_id");
+        let policy = policies.entry(campaign_id).or_insert_with(|| {
+            r.get::<Option<serde_json::Value>, _>("calling_policy")
+                .and_then(|v| serde_json::from_value(v).ok())
+                .unwrap_or_else(CallingPolicy::legal_default)
+        });
+        let person_key: String = r.get("person_key");
+        let Some(place) = place_of(r.get("department"), r.get("territory")) else {
+            // Intake always gives a territory; without one nobody may be called. Park it far
+            // away rather than call at an unknown local time.
+            tracing::error!(%contact_id, "contact without a known territory is not called");
+            replanned.0.push(contact_id);
+            replanned.1.push(now + chrono::Duration::days(365));
+            continue;
+        };
+        let allowed = history
+            .get(&person_key)
+            .map(|h| retry::earliest_allowed(&rule, h, now))
+            .unwrap_or(now);
+        match next_open_window(&state.calendar, policy, &place, allowed) {
+            Some((start, end)) if start <= now => {
+                let attempt_number = r.get::<i32, _>("attempts") as u32 + 1;
+                let contact = contact_id.to_string();
+                let event_id = Uuid::new_v4().to_string();
+                let event = CallDue {
+                    envelope: Some(envelope(
+                        event_id.clone(),
+                        r.get("fund_code"),
+                        &campaign_id.to_string(),
+                        &contact,
+                        now,
+                    )),
+                    call_id: derived_id(&["call", &contact, &attempt_number.to_string()]),
+                    contact_id: contact,
+                    person_key,
+                    attempt_number,
+                    due_at: Some(timestamp(now)),
+                    window_end: Some(timestamp(end)),
+                    priority_key: r.get("priority_key"),
+                    time_zone: place.time_zone().name().to_string(),
+                    callback_agent_id: r
+                        .get::<Option<String>, _>("callback_agent_id")
+                        .unwrap_or_default(),
+                };
+                outbox.push(subjects::event("scheduler", "call_due"), &event_id, &event);
+                queued.push(contact_id);
+            }
+            Some((start, _)) => {
+                replanned.0.push(contact_id);
+                replanned.1.push(start);
+            }
+            None => {
+                replanned.0.push(contact_id);
+                replanned.1.push(now + chrono::Duration::days(30));
+            }
+        }
+    }
+    if !queued.is_empty() {
+        sqlx::query(
+            "UPDATE plans SET status = 'queued', updated_at = now() WHERE contact_id = ANY($1)",
+        )
+        .bind(&queued)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !replanned.0.is_empty() {
+        sqlx::query(
+            "UPDATE plans SET next_due_at = x.d, updated_at = now()
+             FROM UNNEST($1::uuid[], $2::timestamptz[]) AS x(c, d)
+             WHERE plans.contact_id = x.c",
+        )
+        .bind(&replanned.0)
+        .bind(&replanned.1)
+        .execute(&mut *tx)
+        .await?;
+    }
+    outbox.flush(&mut tx).await?;
+    tx.commit().await?;
+    if !queued.is_empty() {
+        metrics::counter!("cnmas_scheduler_calls_released_total").increment(queued.len() as u64);
+        state.base.relay.wake();
+    }
+    Ok(n)
+}
+
+/// Campaigns whose last day is over are completed: every open contact closes as "not reached
+/// before the end of the campaign".
+pub(crate) async fn end_campaigns(state: &State, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    let today: NaiveDate = now.with_timezone(&chrono_tz::Europe::Paris).date_naive();
+    let ended: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT campaign_id FROM campaigns
+         WHERE ends_on < $1 AND state IN ('draft', 'active', 'paused')",
+    )
+    .bind(today)
+    .fetch_all(&state.base.pool)
+    .await?;
+    for campaign_id in ended {
+        let mut tx = state.base.pool.begin().await?;
+        let open = sqlx::query(
+            "UPDATE plans SET status = 'closed', final_status = $2, next_due_at = NULL,
+                 updated_at = now()
+             WHERE campaign_id = $1 AND status <> 'closed'
+             RETURNING contact_id, fund_code, attempts",
+        )
+        .bind(campaign_id)
+        .bind(FinalStatus::CampaignEnded.code())
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut outbox = Outbox::new();
+        for r in open {
+            let mut plan = Plan {
+                contact_id: r.get("contact_id"),
+                campaign_id,
+                fund_code: r.get("fund_code"),
+                theme: String::new(),
+                person_key: String::new(),
+                status: String::new(),
+                attempts: r.get("attempts"),
+                next_due_at: None,
+                callback_agent_id: None,
+                final_status: None,
+                changed: false,
+            };
+            close(
+                &mut plan,
+                FinalStatus::CampaignEnded,
+                "campaign.ended",
+                &mut outbox,
+                &campaign_id.to_string(),
+            );
+        }
+        sqlx::query(
+            "UPDATE campaigns SET state = 'completed', version = version + 1, updated_at = now()
+             WHERE campaign_id = $1",
+        )
+        .bind(campaign_id)
+        .execute(&mut *tx)
+        .await?;
+        outbox.flush(&mut tx).await?;
+        crate::campaigns::record_change(
+            &mut tx,
+            campaign_id,
+            "scheduler",
+            "complete",
+            serde_json::json!({"reason": "end date passed"}),
+        )
+        .await?;
+        tx.commit().await?;
+        state.base.relay.wake();
+    }
+    Ok(())
+}
