@@ -1,7 +1,10 @@
+#!/usr/bin/env bash
 # shellcheck shell=bash
-# Shared functions for the local scripts (up.sh, down.sh, test.sh). Source it; do not run it.
+# Shared functions for the local scripts (up.sh, down.sh, test.sh). Source it:
 #
 #   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+#
+# or run one function directly:  deploy/local/lib.sh ensure_postgres ensure_nats
 #
 # Safe under `set -euo pipefail`. Everything is logged to stderr with a `[cnmas-local]` prefix.
 #
@@ -288,3 +291,16 @@ ensure_chromium() {
     apt_install chromium chromium-driver
     [ -x /usr/bin/chromium ] || die "chromium still missing after apt-get install"
 }
+
+# Executed rather than sourced: run the functions named on the command line, in order.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    set -euo pipefail
+    if [ "$#" -eq 0 ]; then
+        echo "usage: $0 <function>... (e.g. ensure_postgres ensure_nats)" >&2
+        exit 2
+    fi
+    for fn in "$@"; do
+        [ "$(type -t "$fn")" = function ] || die "no such function: $fn"
+        "$fn"
+    done
+fi

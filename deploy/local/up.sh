@@ -163,8 +163,7 @@ start_service() {
         CNMAS_VAULT_ACTIVE_KEY="$CNMAS_VAULT_ACTIVE_KEY" \
         ${extra[@]+"${extra[@]}"} \
         "$bin" </dev/null >>"$logfile" 2>&1 &
-    local i
-    for i in 1 2 3 4 5 6 7 8 9 10; do
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
         [ -s "$pidfile" ] && break
         sleep 0.1
     done
@@ -260,9 +259,9 @@ load_demo() {
     cli_env
     log "loading the demo campaign (fund 751, theme flu_vaccination)"
     local sup fund out cid starts ends
-    sup="$(ctl token --role supervisor --subject demo-supervisor)"
-    fund="$(ctl token --role fund --fund 751 --subject cpam-751)"
-    [ -n "$sup" ] && [ -n "$fund" ] || die "cnmasctl token printed nothing"
+    sup="$(ctl token --role supervisor --subject demo-supervisor)" || die "cnmasctl token --role supervisor failed"
+    fund="$(ctl token --role fund --fund 751 --subject cpam-751)" || die "cnmasctl token --role fund failed"
+    if [ -z "$sup" ] || [ -z "$fund" ]; then die "cnmasctl token printed nothing"; fi
 
     cid="$( (sed -n 's/^created //p' "$PROGRESS" 2>/dev/null || true) | tail -n 1)"
     if [ -z "$cid" ]; then

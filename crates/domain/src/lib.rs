@@ -7,6 +7,7 @@ pub mod fund;
 pub mod geo;
 pub mod nir;
 pub mod outcome;
+pub mod person;
 pub mod phone;
 pub mod professional;
 pub mod retry;

@@ -1,1 +1,87 @@
-//! placeholder
+//! The dialer queue: holds the calls that are due, leases the best one to an agent of its
+//! campaign while the callee's window is open, and records each attempt's outcome.
+
+mod admin;
+mod agent;
+pub mod disposition;
+mod queue;
+
+use anyhow::{Context, Result};
+use cnmas_bus::ConsumerSpec;
+use cnmas_proto::dialer::agent_service_server::AgentServiceServer;
+use cnmas_proto::dialer::dialer_admin_service_server::DialerAdminServiceServer;
+use cnmas_proto::intake::intake_service_client::IntakeServiceClient;
+use cnmas_runtime::config::{parse_var, var_or};
+use cnmas_runtime::service::{Base, Running};
+use cnmas_runtime::CommonConfig;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub const SERVICE: &str = "dialer-queue";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub common: CommonConfig,
+    /// `CNMAS_INTAKE_URL`: intake's gRPC endpoint, for call cards.
+    pub intake_url: String,
+    /// `CNMAS_LEASE_SECONDS`: how long a leased call stays with its agent without renewal.
+    pub lease: Duration,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self> {
+        Ok(Config {
+            common: CommonConfig::from_env()?,
+            intake_url: var_or("CNMAS_INTAKE_URL", "http://127.0.0.1:50051"),
+            lease: Duration::from_secs(parse_var("CNMAS_LEASE_SECONDS", 300)?),
+        })
+    }
+}
+
+pub(crate) struct State {
+    pub base: Base,
+    pub intake: IntakeServiceClient<tonic::transport::Channel>,
+    pub lease: Duration,
+}
+
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
+    let channel = tonic::transport::Endpoint::from_shared(config.intake_url.clone())
+        .context("CNMAS_INTAKE_URL")?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .connect_lazy();
+    let base = Base::boot(
+        SERVICE,
+        &config.common,
+        sqlx::migrate!("./migrations"),
+        shutdown,
+    )
+    .await?;
+    let state = Arc::new(State {
+        base: base.clone(),
+        intake: IntakeServiceClient::new(channel),
+        lease: config.lease,
+    });
+    base.spawn_consumer(
+        ConsumerSpec::new(SERVICE, "dialer_scheduler", "cnmas.evt.v1.scheduler.>"),
+        Arc::new(queue::QueueFeed),
+    );
+    base.tasks.spawn(queue::run_sweeper(state.clone()));
+    let router = tonic::transport::Server::builder()
+        .add_service(AgentServiceServer::with_interceptor(
+            agent::AgentApi {
+                state: state.clone(),
+            },
+            base.auth.interceptor(),
+        ))
+        .add_service(DialerAdminServiceServer::with_interceptor(
+            admin::AdminApi {
+                state: state.clone(),
+            },
+            base.auth.interceptor(),
+        ));
+    let grpc = base.serve_grpc(config.common.grpc_addr, router).await?;
+    let http = base.serve_http(config.common.http_addr, None).await?;
+    Ok(base.running(Some(grpc), http))
+}

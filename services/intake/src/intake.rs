@@ -282,10 +282,7 @@ impl BatchHandler for ContactIntake {
                 let index = index as u32;
                 match submission::validate(c, campaign.theme, fund_territory, today) {
                     Ok(contact) => {
-                        let person_key = self
-                            .state
-                            .vault
-                            .person_key(contact.identity.0, &contact.identity.1);
+                        let person_key = self.state.keyer.key(&contact.identity);
                         candidates.push(Candidate {
                             campaign_id,
                             fund_code: subject_fund.clone(),

@@ -45,15 +45,13 @@ impl Config {
 pub(crate) struct State {
     pub base: Base,
     pub vault: vault::Vault,
+    pub keyer: cnmas_domain::person::PersonKeyer,
     pub funds: cnmas_domain::fund::Funds,
 }
 
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
-    let vault = vault::Vault::new(
-        &config.vault_keys,
-        &config.vault_active_key,
-        &config.person_key_secret,
-    )?;
+    let vault = vault::Vault::new(&config.vault_keys, &config.vault_active_key)?;
+    let keyer = cnmas_domain::person::PersonKeyer::new(&config.person_key_secret)?;
     let base = Base::boot(
         SERVICE,
         &config.common,
@@ -64,6 +62,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let state = Arc::new(State {
         base: base.clone(),
         vault,
+        keyer,
         funds: cnmas_domain::fund::Funds::builtin(),
     });
     base.spawn_consumer(

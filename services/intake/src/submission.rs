@@ -6,6 +6,7 @@ use cnmas_domain::company::Siret;
 use cnmas_domain::email::Email;
 use cnmas_domain::geo::{Postcode, Territory};
 use cnmas_domain::nir::{self, Nir};
+use cnmas_domain::person::Identity;
 use cnmas_domain::phone::FrenchPhone;
 use cnmas_domain::professional::PsNumber;
 use cnmas_domain::theme::{Field, Population, Theme};
@@ -18,8 +19,8 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidContact {
     pub submission_ref: String,
-    /// (kind, normalised identifier) from which the person key is derived.
-    pub identity: (&'static str, String),
+    /// The normalised identifier from which the person key is derived.
+    pub identity: Identity,
     /// Normalised personal fields, exactly those the theme allows; sealed in the vault.
     pub fields: BTreeMap<Field, String>,
     pub territory: Territory,
@@ -251,7 +252,7 @@ pub fn validate(
     let allowed = |f: Field| spec.allows(f) && present.contains(&f);
 
     let mut fields = BTreeMap::new();
-    let mut identity = ("", String::new());
+    let mut identity = None;
     let mut birth_date = None;
 
     // Territory first: it decides how a national-form phone number is read.
@@ -294,7 +295,7 @@ pub fn validate(
         Some(Person::Insured(p)) => {
             match Nir::parse(&p.nir) {
                 Ok(n) => {
-                    identity = ("nir", n.body().to_string());
+                    identity = Some(Identity::Nir(n.body().to_string()));
                     fields.insert(Field::Nir, n.as_str().to_string());
                 }
                 Err(e) => errs.push(reason(path(Field::Nir), e.code(), e.to_string())),
@@ -323,7 +324,7 @@ pub fn validate(
         Some(Person::Professional(p)) => {
             match PsNumber::parse(&p.ps_number) {
                 Ok(n) => {
-                    identity = ("ps", n.as_str().to_string());
+                    identity = Some(Identity::Ps(n.as_str().to_string()));
                     fields.insert(Field::PsNumber, n.as_str().to_string());
                 }
                 Err(e) => errs.push(reason(path(Field::PsNumber), e.code(), e.to_string())),
@@ -339,7 +340,7 @@ pub fn validate(
         Some(Person::Employer(e)) => {
             match Siret::parse(&e.siret) {
                 Ok(s) => {
-                    identity = ("siret", s.as_str().to_string());
+                    identity = Some(Identity::Siret(s.as_str().to_string()));
                     fields.insert(Field::Siret, s.as_str().to_string());
                 }
                 Err(err) => errs.push(reason(path(Field::Siret), err.code(), err.to_string())),
@@ -481,17 +482,16 @@ pub fn validate(
         None => {}
     }
 
-    if errs.is_empty() {
-        Ok(ValidContact {
+    match identity {
+        Some(identity) if errs.is_empty() => Ok(ValidContact {
             submission_ref: c.submission_ref.clone(),
-            identity: (identity.0, identity.1),
+            identity,
             fields,
             territory,
             department,
             priority_key,
-        })
-    } else {
-        Err(errs)
+        }),
+        _ => Err(errs),
     }
 }
 
@@ -557,7 +557,7 @@ mod tests {
             today(),
         )
         .unwrap();
-        assert_eq!(c.identity, ("nir", "2550814168025".to_string()));
+        assert_eq!(c.identity, Identity::Nir("2550814168025".to_string()));
         assert_eq!(c.fields[&Field::Nir], "255081416802538");
         assert_eq!(c.fields[&Field::Phone], "+590690123456");
         assert_eq!(c.territory, Territory::GP);

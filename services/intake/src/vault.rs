@@ -1,13 +1,10 @@
 //! The personal-data vault: AES-256-GCM sealing of a contact's personal fields, with the key id
-//! stored beside each record so keys can rotate, and the pseudonymous person key (HMAC-SHA256 of
-//! the normalised identifier) that lets other services match a person without knowing who it is.
+//! stored beside each record so keys can rotate.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
-use hmac::{Hmac, Mac};
 use rand::RngCore;
-use sha2::Sha256;
 use std::collections::HashMap;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,8 +17,6 @@ pub enum VaultError {
     UnknownKey,
     #[error("sealing or opening failed")]
     Crypto,
-    #[error("the person-key secret must be at least 32 bytes")]
-    WeakPersonKeySecret,
 }
 
 /// Keys by id; new records are sealed with the active one, old ones open with theirs.
@@ -29,12 +24,11 @@ pub enum VaultError {
 pub struct Vault {
     keys: HashMap<String, Aes256Gcm>,
     active: String,
-    person_key: Hmac<Sha256>,
 }
 
 impl Vault {
     /// `keys`: `k1:BASE64,k2:BASE64` (32-byte keys); `active`: the id sealing new records.
-    pub fn new(keys: &str, active: &str, person_key_secret: &str) -> Result<Self, VaultError> {
+    pub fn new(keys: &str, active: &str) -> Result<Self, VaultError> {
         let mut map = HashMap::new();
         for spec in keys.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let (id, b64) = spec.split_once(':').ok_or(VaultError::BadKeySpec)?;
@@ -50,15 +44,9 @@ impl Vault {
         if !map.contains_key(active) {
             return Err(VaultError::UnknownActiveKey);
         }
-        if person_key_secret.len() < 32 {
-            return Err(VaultError::WeakPersonKeySecret);
-        }
-        let person_key = <Hmac<Sha256> as Mac>::new_from_slice(person_key_secret.as_bytes())
-            .map_err(|_| VaultError::WeakPersonKeySecret)?;
         Ok(Vault {
             keys: map,
             active: active.to_string(),
-            person_key,
         })
     }
 
@@ -105,15 +93,6 @@ impl Vault {
             )
             .map_err(|_| VaultError::Crypto)
     }
-
-    /// The pseudonymous key of a person: hex HMAC-SHA256 of `kind:normalised identifier`.
-    pub fn person_key(&self, kind: &str, identifier: &str) -> String {
-        let mut mac = self.person_key.clone();
-        mac.update(kind.as_bytes());
-        mac.update(b":");
-        mac.update(identifier.as_bytes());
-        hex::encode(mac.finalize().into_bytes())
-    }
 }
 
 #[cfg(test)]
@@ -124,16 +103,14 @@ mod tests {
         base64::engine::general_purpose::STANDARD.encode([b; 32])
     }
 
-    const SECRET: &str = "person-key-secret-person-key-secret";
-
     #[test]
     fn seals_and_opens_and_rotates() {
-        let old = Vault::new(&format!("k1:{}", key(1)), "k1", SECRET).unwrap();
+        let old = Vault::new(&format!("k1:{}", key(1)), "k1").unwrap();
         let (kid, nonce, sealed) = old.seal(b"contact-1", b"{\"nir\":\"x\"}").unwrap();
         assert_eq!(kid, "k1");
         assert!(!sealed.windows(3).any(|w| w == b"nir"));
         // After rotation, new records use k2 and old ones still open with k1.
-        let new = Vault::new(&format!("k1:{},k2:{}", key(1), key(2)), "k2", SECRET).unwrap();
+        let new = Vault::new(&format!("k1:{},k2:{}", key(1), key(2)), "k2").unwrap();
         assert_eq!(
             new.open(&kid, b"contact-1", &nonce, &sealed).unwrap(),
             b"{\"nir\":\"x\"}"
@@ -143,7 +120,7 @@ mod tests {
 
     #[test]
     fn a_sealed_value_cannot_move_to_another_record_or_be_altered() {
-        let v = Vault::new(&format!("k1:{}", key(1)), "k1", SECRET).unwrap();
+        let v = Vault::new(&format!("k1:{}", key(1)), "k1").unwrap();
         let (kid, nonce, mut sealed) = v.seal(b"contact-1", b"secret").unwrap();
         assert!(v.open(&kid, b"contact-2", &nonce, &sealed).is_err());
         sealed[0] ^= 1;
@@ -152,31 +129,9 @@ mod tests {
     }
 
     #[test]
-    fn person_keys_are_stable_keyed_and_kind_separated() {
-        let v = Vault::new(&format!("k1:{}", key(1)), "k1", SECRET).unwrap();
-        let other = Vault::new(
-            &format!("k1:{}", key(1)),
-            "k1",
-            "another-secret-another-secret-xxxx",
-        )
-        .unwrap();
-        assert_eq!(
-            v.person_key("nir", "2550814168025"),
-            v.person_key("nir", "2550814168025")
-        );
-        assert_ne!(
-            v.person_key("nir", "2550814168025"),
-            other.person_key("nir", "2550814168025")
-        );
-        assert_ne!(v.person_key("nir", "123"), v.person_key("ps", "123"));
-        assert_eq!(v.person_key("nir", "1").len(), 64);
-    }
-
-    #[test]
     fn bad_configuration_is_refused() {
-        assert!(Vault::new("k1:short", "k1", SECRET).is_err());
-        assert!(Vault::new(&format!("k1:{}", key(1)), "k2", SECRET).is_err());
-        assert!(Vault::new(&format!("k1:{}", key(1)), "k1", "short").is_err());
-        assert!(Vault::new("nonsense", "k1", SECRET).is_err());
+        assert!(Vault::new("k1:short", "k1").is_err());
+        assert!(Vault::new(&format!("k1:{}", key(1)), "k2").is_err());
+        assert!(Vault::new("nonsense", "k1").is_err());
     }
 }

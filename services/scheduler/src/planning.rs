@@ -521,6 +521,8 @@ pub(crate) async fn release_due(state: &State, now: DateTime<Utc>) -> Result<usi
                     window_end: Some(timestamp(end)),
                     priority_key: r.get("priority_key"),
                     time_zone: place.time_zone().name().to_string(),
+                    territory: place.territory().code().to_string(),
+                    department: place.department_code().unwrap_or_default().to_string(),
                     callback_agent_id: r
                         .get::<Option<String>, _>("callback_agent_id")
                         .unwrap_or_default(),

@@ -1,0 +1,356 @@
+//! The agent API: lease the next call, renew the lease, record the outcome.
+
+use crate::disposition::{self, CallbackRules};
+use crate::State;
+use chrono::{DateTime, Utc};
+use cnmas_bus::{subjects, Outbox};
+use cnmas_domain::calendar::{CallingPolicy, HolidayCalendar, Place};
+use cnmas_domain::geo::{Department, Territory};
+use cnmas_domain::theme::Theme;
+use cnmas_proto::dialer::{self as pb, agent_service_server::AgentService};
+use cnmas_proto::dialer::{AttemptRecorded, InterviewCompleted};
+use cnmas_proto::intake::GetCallCardRequest;
+use cnmas_proto::support::{envelope, outcome_to_proto, theme_to_proto, timestamp};
+use cnmas_runtime::auth::{bearer, principal, Role};
+use sqlx::Row;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+pub struct AgentApi {
+    pub state: Arc<State>,
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    tracing::error!(error = %e, "agent API failure");
+    Status::internal("internal error")
+}
+
+const LEASE_COLUMNS: &str =
+    "q.call_id, q.contact_id, q.campaign_id, q.attempt_number, q.lease_id, q.lease_expires_at, \
+     c.presented_number";
+
+/// Calls whose agent-owned callback is this late go to any agent of the campaign.
+const CALLBACK_EXCLUSIVITY_MINUTES: i64 = 15;
+
+impl AgentApi {
+    async fn card(
+        &self,
+        agent_id: &str,
+        row: &sqlx::postgres::PgRow,
+    ) -> Result<pb::LeasedCall, Status> {
+        let lease_id: Uuid = row.get("lease_id");
+        let contact_id: Uuid = row.get("contact_id");
+        let campaign_id: Uuid = row.get("campaign_id");
+        let token = self
+            .state
+            .base
+            .auth
+            .issue(
+                Role::Service,
+                crate::SERVICE,
+                None,
+                None,
+                chrono::Duration::minutes(5),
+            )
+            .map_err(internal)?;
+        let req = bearer(
+            Request::new(GetCallCardRequest {
+                contact_id: contact_id.to_string(),
+                campaign_id: campaign_id.to_string(),
+                agent_id: agent_id.to_string(),
+                lease_id: lease_id.to_string(),
+            }),
+            &token,
+        )?;
+        let card = self
+            .state
+            .intake
+            .clone()
+            .get_call_card(req)
+            .await
+            .map_err(|e| {
+                tracing::warn!(code = ?e.code(), "call card unavailable");
+                Status::unavailable("the call card cannot be fetched now; try again")
+            })?
+            .into_inner();
+        let expires: DateTime<Utc> = row.get("lease_expires_at");
+        Ok(pb::LeasedCall {
+            lease: Some(pb::Lease {
+                lease_id: lease_id.to_string(),
+                expires_at: Some(timestamp(expires)),
+            }),
+            call_id: row.get("call_id"),
+            campaign_id: campaign_id.to_string(),
+            attempt_number: row.get::<i32, _>("attempt_number") as u32,
+            card: Some(card),
+            presented_number: row.get("presented_number"),
+        })
+    }
+
+    async fn registered(&self, agent_id: &str) -> Result<(), Status> {
+        let known: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM agents WHERE agent_id = $1)")
+                .bind(agent_id)
+                .fetch_one(&self.state.base.pool)
+                .await
+                .map_err(internal)?;
+        if known {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(
+                "this agent is not registered in the dialer",
+            ))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl AgentService for AgentApi {
+    async fn next_call(
+        &self,
+        req: Request<pb::NextCallRequest>,
+    ) -> Result<Response<pb::NextCallResponse>, Status> {
+        let who = principal(&req)?;
+        let agent_id = who.agent_id()?.to_string();
+        self.registered(&agent_id).await?;
+        let pool = &self.state.base.pool;
+        let now = Utc::now();
+        // An agent holds one call at a time: asking again returns the call already leased.
+        let held = sqlx::query(&format!(
+            "SELECT {LEASE_COLUMNS} FROM queue q JOIN campaigns c USING (campaign_id)
+             WHERE q.leased_by = $1 AND q.lease_expires_at > $2 LIMIT 1"
+        ))
+        .bind(&agent_id)
+        .bind(now)
+        .fetch_optional(pool)
+        .await
+        .map_err(internal)?;
+        let row = match held {
+            Some(r) => r,
+            None => {
+                let leased = sqlx::query(&format!(
+                    "WITH candidate AS (
+                         SELECT q.call_id FROM queue q
+                         JOIN agent_campaigns ac
+                           ON ac.campaign_id = q.campaign_id AND ac.agent_id = $1
+                         JOIN campaigns c ON c.campaign_id = q.campaign_id AND c.state = 'active'
+                         WHERE (q.lease_id IS NULL OR q.lease_expires_at < $2)
+                           AND q.due_at <= $2 AND q.window_end > $2
+                           AND (q.callback_agent_id IN ('', $1)
+                                OR q.due_at < $2 - make_interval(mins => $5))
+                         ORDER BY (q.callback_agent_id = $1) DESC, q.priority_key, q.due_at
+                         LIMIT 1
+                         FOR UPDATE OF q SKIP LOCKED)
+                     UPDATE queue q SET lease_id = $3, leased_by = $1, leased_at = $2,
+                         lease_expires_at = $2 + make_interval(secs => $4)
+                     FROM candidate, campaigns c
+                     WHERE q.call_id = candidate.call_id AND c.campaign_id = q.campaign_id
+                     RETURNING {LEASE_COLUMNS}"
+                ))
+                .bind(&agent_id)
+                .bind(now)
+                .bind(Uuid::new_v4())
+                .bind(self.state.lease.as_secs_f64())
+                .bind(CALLBACK_EXCLUSIVITY_MINUTES as i32)
+                .fetch_optional(pool)
+                .await
+                .map_err(internal)?;
+                match leased {
+                    Some(r) => r,
+                    None => {
+                        return Ok(Response::new(pb::NextCallResponse {
+                            result: Some(pb::next_call_response::Result::NothingDue(
+                                pb::NothingDue {
+                                    message: "Aucun appel à passer pour le moment : la file est vide ou les plages d'appel sont fermées.".into(),
+                                },
+                            )),
+                        }))
+                    }
+                }
+            }
+        };
+        match self.card(&agent_id, &row).await {
+            Ok(call) => {
+                metrics::counter!("cnmas_dialer_leases_total").increment(1);
+                Ok(Response::new(pb::NextCallResponse {
+                    result: Some(pb::next_call_response::Result::Call(call)),
+                }))
+            }
+            Err(status) => {
+                // Without its card the call cannot be made: give it back at once.
+                let _ = sqlx::query(
+                    "UPDATE queue SET lease_id = NULL, leased_by = NULL, lease_expires_at = NULL
+                     WHERE lease_id = $1",
+                )
+                .bind(row.get::<Uuid, _>("lease_id"))
+                .execute(pool)
+                .await;
+                Err(status)
+            }
+        }
+    }
+
+    async fn renew_lease(
+        &self,
+        req: Request<pb::RenewLeaseRequest>,
+    ) -> Result<Response<pb::Lease>, Status> {
+        let who = principal(&req)?;
+        let agent_id = who.agent_id()?.to_string();
+        let lease_id = Uuid::parse_str(&req.get_ref().lease_id)
+            .map_err(|_| Status::invalid_argument("lease_id: uuid: not a lease id"))?;
+        let expires: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "UPDATE queue SET lease_expires_at = now() + make_interval(secs => $3)
+             WHERE lease_id = $1 AND leased_by = $2 RETURNING lease_expires_at",
+        )
+        .bind(lease_id)
+        .bind(&agent_id)
+        .bind(self.state.lease.as_secs_f64())
+        .fetch_optional(&self.state.base.pool)
+        .await
+        .map_err(internal)?;
+        let expires = expires.ok_or_else(|| {
+            Status::failed_precondition("lease_id: lease.lost: this call is no longer yours")
+        })?;
+        Ok(Response::new(pb::Lease {
+            lease_id: lease_id.to_string(),
+            expires_at: Some(timestamp(expires)),
+        }))
+    }
+
+    async fn record_outcome(
+        &self,
+        req: Request<pb::RecordOutcomeRequest>,
+    ) -> Result<Response<pb::RecordOutcomeResponse>, Status> {
+        let who = principal(&req)?;
+        let agent_id = who.agent_id()?.to_string();
+        let r = req.into_inner();
+        let lease_id = Uuid::parse_str(&r.lease_id)
+            .map_err(|_| Status::invalid_argument("lease_id: uuid: not a lease id"))?;
+        let pool = &self.state.base.pool;
+        let mut tx = pool.begin().await.map_err(internal)?;
+        let call = sqlx::query(
+            "SELECT q.call_id, q.contact_id, q.campaign_id, q.fund_code, q.person_key,
+                    q.attempt_number, q.leased_at, q.territory, q.department,
+                    c.theme, c.calling_policy
+             FROM queue q JOIN campaigns c USING (campaign_id)
+             WHERE q.lease_id = $1 AND q.leased_by = $2 FOR UPDATE OF q",
+        )
+        .bind(lease_id)
+        .bind(&agent_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| {
+            Status::failed_precondition("lease_id: lease.lost: this call is no longer yours")
+        })?;
+
+        let territory: Territory = call
+            .get::<String, _>("territory")
+            .parse()
+            .unwrap_or(Territory::FR);
+        let place = Department::parse(call.get("department"))
+            .map(Place::Department)
+            .unwrap_or(Place::Territory(territory));
+        let policy = match call.get::<String, _>("calling_policy").as_str() {
+            "" => CallingPolicy::legal_default(),
+            "all_hours" => CallingPolicy::all_hours(),
+            json => serde_json::from_str(json).unwrap_or_else(|_| CallingPolicy::legal_default()),
+        };
+        let now = Utc::now();
+        let checked = disposition::check(
+            r.disposition.as_ref(),
+            &CallbackRules {
+                calendar: HolidayCalendar::built_in(),
+                policy: &policy,
+                place: &place,
+                territory,
+            },
+            now,
+        )
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+
+        let attempt_id = Uuid::new_v4();
+        let call_id: String = call.get("call_id");
+        let contact_id: Uuid = call.get("contact_id");
+        let campaign_id: Uuid = call.get("campaign_id");
+        let fund: String = call.get("fund_code");
+        let person_key: String = call.get("person_key");
+        let leased_at: DateTime<Utc> = call.get("leased_at");
+        let attempt_number: i32 = call.get("attempt_number");
+        sqlx::query("DELETE FROM queue WHERE call_id = $1")
+            .bind(&call_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(internal)?;
+        sqlx::query(
+            "INSERT INTO attempts (attempt_id, call_id, contact_id, campaign_id, agent_id,
+                 attempt_number, outcome, leased_at, recorded_at, callback_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(attempt_id)
+        .bind(&call_id)
+        .bind(contact_id)
+        .bind(campaign_id)
+        .bind(&agent_id)
+        .bind(attempt_number)
+        .bind(checked.outcome.code())
+        .bind(leased_at)
+        .bind(now)
+        .bind(checked.callback_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(internal)?;
+
+        let mut outbox = Outbox::new();
+        let attempt = attempt_id.to_string();
+        let campaign = campaign_id.to_string();
+        outbox.push(
+            subjects::event("dialer", "attempt_recorded"),
+            &attempt,
+            &AttemptRecorded {
+                envelope: Some(envelope(attempt.clone(), &fund, &campaign, &call_id, now)),
+                attempt_id: attempt.clone(),
+                call_id: call_id.clone(),
+                contact_id: contact_id.to_string(),
+                attempt_number: attempt_number as u32,
+                agent_id: agent_id.clone(),
+                leased_at: Some(timestamp(leased_at)),
+                recorded_at: Some(timestamp(now)),
+                outcome: outcome_to_proto(checked.outcome) as i32,
+                callback_at: checked.callback_at.map(timestamp),
+                callback_with_same_agent: checked.callback_with_same_agent,
+                person_key: person_key.clone(),
+            },
+        );
+        if let Some(i) = checked.interview {
+            let event_id = cnmas_proto::support::derived_id(&["interview", &attempt]);
+            let theme = Theme::from_code(call.get("theme"))
+                .map(theme_to_proto)
+                .unwrap_or_default();
+            outbox.push(
+                subjects::event("dialer", "interview_completed"),
+                &event_id,
+                &InterviewCompleted {
+                    envelope: Some(envelope(event_id.clone(), &fund, &campaign, &attempt, now)),
+                    attempt_id: attempt.clone(),
+                    contact_id: contact_id.to_string(),
+                    person_key,
+                    theme: theme as i32,
+                    offer_decision: i.offer_decision as i32,
+                    follow_ups: i.follow_ups,
+                    contact_detail_changes: i.contact_detail_changes,
+                    consent_changes: i.consent_changes,
+                },
+            );
+        }
+        outbox.flush(&mut tx).await.map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        self.state.base.relay.wake();
+        metrics::counter!("cnmas_dialer_attempts_total", "outcome" => checked.outcome.code())
+            .increment(1);
+        Ok(Response::new(pb::RecordOutcomeResponse {
+            attempt_id: attempt,
+        }))
+    }
+}

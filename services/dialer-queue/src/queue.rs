@@ -1,0 +1,235 @@
+//! Feeding the queue from the scheduler's events, and returning calls whose window closed.
+
+use crate::State;
+use chrono::Utc;
+use cnmas_bus::{subjects, BatchHandler, HandlerError, Incoming, Outbox, Verdict};
+use cnmas_proto::dialer::CallReturned;
+use cnmas_proto::scheduler::{CallDue, CampaignChanged, CampaignState, ContactClosed};
+use cnmas_proto::support::{envelope, from_timestamp, theme_from_proto};
+use prost::Message;
+use sqlx::{PgConnection, Row};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Applies `CallDue`, `ContactClosed` and `CampaignChanged` to the queue.
+pub struct QueueFeed;
+
+#[derive(Default)]
+struct DueRows {
+    call_ids: Vec<String>,
+    contact_ids: Vec<Uuid>,
+    campaign_ids: Vec<Uuid>,
+    funds: Vec<String>,
+    person_keys: Vec<String>,
+    attempts: Vec<i32>,
+    due: Vec<chrono::DateTime<Utc>>,
+    window_end: Vec<chrono::DateTime<Utc>>,
+    priorities: Vec<i64>,
+    territories: Vec<String>,
+    departments: Vec<String>,
+    callback_agents: Vec<String>,
+}
+
+pub(crate) fn state_code(state: i32) -> &'static str {
+    match CampaignState::try_from(state).unwrap_or_default() {
+        CampaignState::Draft => "draft",
+        CampaignState::Active => "active",
+        CampaignState::Paused => "paused",
+        CampaignState::Completed => "completed",
+        CampaignState::Cancelled => "cancelled",
+        CampaignState::Unspecified => "unknown",
+    }
+}
+
+impl BatchHandler for QueueFeed {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        batch: &[Incoming],
+        _outbox: &mut Outbox,
+    ) -> Result<Vec<Verdict>, HandlerError> {
+        let mut verdicts = vec![Verdict::Done; batch.len()];
+        let mut due = DueRows::default();
+        let mut closed: Vec<Uuid> = Vec::new();
+        for (i, m) in batch.iter().enumerate() {
+            let kind = m.subject.rsplit('.').next().unwrap_or_default();
+            match kind {
+                "call_due" => {
+                    let Ok(c) = CallDue::decode(m.payload.clone()) else {
+                        verdicts[i] = Verdict::DeadLetter("undecodable CallDue".into());
+                        continue;
+                    };
+                    let env = c.envelope.clone().unwrap_or_default();
+                    let (Ok(contact), Ok(campaign), Some(d), Some(w)) = (
+                        Uuid::parse_str(&c.contact_id),
+                        Uuid::parse_str(&env.campaign_id),
+                        c.due_at.as_ref().and_then(from_timestamp),
+                        c.window_end.as_ref().and_then(from_timestamp),
+                    ) else {
+                        verdicts[i] = Verdict::DeadLetter("CallDue with bad ids or times".into());
+                        continue;
+                    };
+                    due.call_ids.push(c.call_id);
+                    due.contact_ids.push(contact);
+                    due.campaign_ids.push(campaign);
+                    due.funds.push(env.fund_code);
+                    due.person_keys.push(c.person_key);
+                    due.attempts.push(c.attempt_number as i32);
+                    due.due.push(d);
+                    due.window_end.push(w);
+                    due.priorities.push(c.priority_key);
+                    due.territories.push(c.territory);
+                    due.departments.push(c.department);
+                    due.callback_agents.push(c.callback_agent_id);
+                }
+                "contact_closed" => {
+                    let Ok(c) = ContactClosed::decode(m.payload.clone()) else {
+                        verdicts[i] = Verdict::DeadLetter("undecodable ContactClosed".into());
+                        continue;
+                    };
+                    if let Ok(id) = Uuid::parse_str(&c.contact_id) {
+                        closed.push(id);
+                    }
+                }
+                "campaign_changed" => {
+                    let Ok(e) = CampaignChanged::decode(m.payload.clone()) else {
+                        verdicts[i] = Verdict::DeadLetter("undecodable CampaignChanged".into());
+                        continue;
+                    };
+                    let Some(c) = e.campaign else { continue };
+                    let (Ok(id), Some(theme)) =
+                        (Uuid::parse_str(&c.campaign_id), theme_from_proto(c.theme))
+                    else {
+                        verdicts[i] = Verdict::DeadLetter("CampaignChanged with bad id".into());
+                        continue;
+                    };
+                    sqlx::query(
+                        "INSERT INTO campaigns (campaign_id, fund_code, theme, state,
+                             presented_number, calling_policy, version)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)
+                         ON CONFLICT (campaign_id) DO UPDATE SET state = EXCLUDED.state,
+                             presented_number = EXCLUDED.presented_number,
+                             calling_policy = EXCLUDED.calling_policy, version = EXCLUDED.version
+                         WHERE campaigns.version < EXCLUDED.version",
+                    )
+                    .bind(id)
+                    .bind(&c.fund_code)
+                    .bind(theme.code())
+                    .bind(state_code(c.state))
+                    .bind(&c.presented_number)
+                    .bind(&c.calling_policy)
+                    .bind(c.version as i64)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                _ => {}
+            }
+        }
+        if !closed.is_empty() {
+            sqlx::query(
+                "INSERT INTO closed_contacts (contact_id) SELECT * FROM UNNEST($1::uuid[])
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&closed)
+            .execute(&mut *tx)
+            .await?;
+            // A call being worked stays with its agent: what the person says still counts.
+            sqlx::query(
+                "DELETE FROM queue WHERE contact_id = ANY($1)
+                 AND (lease_id IS NULL OR lease_expires_at < now())",
+            )
+            .bind(&closed)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !due.call_ids.is_empty() {
+            sqlx::query(
+                "INSERT INTO queue (call_id, contact_id, campaign_id, fund_code, person_key,
+                     attempt_number, due_at, window_end, priority_key, territory, department,
+                     callback_agent_id)
+                 SELECT x.* FROM UNNEST($1::text[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
+                     $6::int[], $7::timestamptz[], $8::timestamptz[], $9::bigint[], $10::text[],
+                     $11::text[], $12::text[]) AS x(c, k, g, f, p, a, d, w, r, t, dp, cb)
+                 WHERE NOT EXISTS (SELECT 1 FROM closed_contacts cc WHERE cc.contact_id = x.k)
+                 ON CONFLICT (call_id) DO NOTHING",
+            )
+            .bind(due.call_ids)
+            .bind(due.contact_ids)
+            .bind(due.campaign_ids)
+            .bind(due.funds)
+            .bind(due.person_keys)
+            .bind(due.attempts)
+            .bind(due.due)
+            .bind(due.window_end)
+            .bind(due.priorities)
+            .bind(due.territories)
+            .bind(due.departments)
+            .bind(due.callback_agents)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(verdicts)
+    }
+}
+
+/// Every second: calls nobody took before their window closed go back to the scheduler, which
+/// plans them in the next window (so the queue never holds calls that cannot be made).
+pub async fn run_sweeper(state: Arc<State>) {
+    let shutdown = state.base.shutdown.clone();
+    loop {
+        if let Err(e) = return_closed_windows(&state).await {
+            tracing::warn!(error = %e, "returning expired calls failed; will retry");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+async fn return_closed_windows(state: &State) -> Result<(), sqlx::Error> {
+    let mut tx = state.base.pool.begin().await?;
+    let rows = sqlx::query(
+        "DELETE FROM queue WHERE call_id IN (
+             SELECT call_id FROM queue
+             WHERE window_end <= now() AND (lease_id IS NULL OR lease_expires_at < now())
+             LIMIT 1000 FOR UPDATE SKIP LOCKED)
+         RETURNING call_id, contact_id, campaign_id, fund_code",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut outbox = Outbox::new();
+    for r in &rows {
+        let call_id: String = r.get("call_id");
+        let contact_id: Uuid = r.get("contact_id");
+        let campaign_id: Uuid = r.get("campaign_id");
+        // A call may come back more than once (same call id, released again): each return is
+        // its own event.
+        let event_id = Uuid::new_v4().to_string();
+        outbox.push(
+            subjects::event("dialer", "call_returned"),
+            &event_id,
+            &CallReturned {
+                envelope: Some(envelope(
+                    event_id.clone(),
+                    r.get("fund_code"),
+                    &campaign_id.to_string(),
+                    &call_id,
+                    Utc::now(),
+                )),
+                call_id,
+                contact_id: contact_id.to_string(),
+                reason: "window_closed".into(),
+            },
+        );
+    }
+    outbox.flush(&mut tx).await?;
+    tx.commit().await?;
+    metrics::counter!("cnmas_dialer_calls_returned_total").increment(rows.len() as u64);
+    state.base.relay.wake();
+    Ok(())
+}
