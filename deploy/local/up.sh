@@ -101,10 +101,10 @@ EOF
             mv "$ENV_FILE.tmp" "$ENV_FILE"
         )
     fi
-    set -a
+    # Read without exporting: each service gets exactly the secrets it needs (start_service), and
+    # cnmasctl only the JWT secret (cli_env).
     # shellcheck disable=SC1090
     . "$ENV_FILE"
-    set +a
     [ "${#CNMAS_JWT_SECRET}" -ge 32 ] || die "CNMAS_JWT_SECRET in $ENV_FILE is too short; delete the file to regenerate it"
 }
 
@@ -140,7 +140,13 @@ start_service() {
     done
     local db="cnmas_${svc//-/_}"
     local extra=()
-    if [ "$svc" = dialer-queue ]; then
+    if [ "$svc" = intake ]; then
+        # Only intake holds the personal-data vault: the other services never get its keys.
+        extra=(
+            "CNMAS_VAULT_KEYS=$CNMAS_VAULT_KEYS"
+            "CNMAS_VAULT_ACTIVE_KEY=$CNMAS_VAULT_ACTIVE_KEY"
+        )
+    elif [ "$svc" = dialer-queue ]; then
         extra=(
             "CNMAS_INTAKE_URL=http://127.0.0.1:${GRPC_PORT[intake]}"
             "CNMAS_SCHEDULER_URL=http://127.0.0.1:${GRPC_PORT[scheduler]}"
@@ -150,7 +156,7 @@ start_service() {
     # setsid: its own session, so a Ctrl-C in this terminal does not reach it. The inner shell
     # writes its own pid before exec'ing the service, so the pid file is right even if setsid forks.
     setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' cnmas-launch "$pidfile" \
-        nohup env \
+        nohup env -u CNMAS_VAULT_KEYS -u CNMAS_VAULT_ACTIVE_KEY \
         CNMAS_DATABASE_URL="${CNMAS_PG_URL}/${db}" \
         CNMAS_GRPC_ADDR="127.0.0.1:${grpc}" \
         CNMAS_HTTP_ADDR="127.0.0.1:${http}" \
@@ -159,8 +165,6 @@ start_service() {
         CNMAS_LOG_FORMAT=json \
         CNMAS_JWT_SECRET="$CNMAS_JWT_SECRET" \
         CNMAS_PERSON_KEY_SECRET="$CNMAS_PERSON_KEY_SECRET" \
-        CNMAS_VAULT_KEYS="$CNMAS_VAULT_KEYS" \
-        CNMAS_VAULT_ACTIVE_KEY="$CNMAS_VAULT_ACTIVE_KEY" \
         ${extra[@]+"${extra[@]}"} \
         "$bin" </dev/null >>"$logfile" 2>&1 &
     for _ in 1 2 3 4 5 6 7 8 9 10; do
@@ -223,6 +227,7 @@ cli_env() {
     export CNMAS_RESULTS_URL="http://127.0.0.1:${GRPC_PORT[results]}"
     export CNMAS_NATS_URL="$NATS_URL"
     export CNMAS_NAMESPACE="$NAMESPACE"
+    export CNMAS_JWT_SECRET
 }
 
 PROGRESS="$CNMAS_STATE_DIR/demo-progress"

@@ -1,1 +1,485 @@
-//! placeholder
+//! A whole CNMAS system in-process, for end-to-end tests and the benchmark: the five services,
+//! each with a fresh database, sharing one real NATS server under a unique namespace, so tests
+//! run in parallel without seeing each other.
+
+use anyhow::{bail, Context, Result};
+use async_nats::jetstream::{self, consumer::pull};
+use chrono::Utc;
+use cnmas_bus::{subjects, Namespace, Publisher};
+use cnmas_proto::common::Theme;
+use cnmas_proto::dialer::agent_service_client::AgentServiceClient;
+use cnmas_proto::dialer::dialer_admin_service_client::DialerAdminServiceClient;
+use cnmas_proto::intake::{ContactSubmission, SubmitContacts};
+use cnmas_proto::results::results_service_client::ResultsServiceClient;
+use cnmas_proto::scheduler::campaign_service_client::CampaignServiceClient;
+use cnmas_proto::support::envelope;
+use cnmas_runtime::auth::{Authenticator, Bearer, Role};
+use cnmas_runtime::service::Running;
+use cnmas_runtime::CommonConfig;
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+pub const JWT_SECRET: &str = "test-jwt-secret-test-jwt-secret-test-jwt";
+pub const PERSON_KEY_SECRET: &str = "test-person-key-secret-test-person-key";
+/// 32 zero-free bytes, base64.
+pub const VAULT_KEYS: &str = "k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+pub const SERVICES: [&str; 5] = ["intake", "consent", "scheduler", "dialer-queue", "results"];
+
+fn pg_base() -> String {
+    std::env::var("CNMAS_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+fn nats_url() -> String {
+    std::env::var("CNMAS_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// Logs for tests: `CNMAS_LOG=debug cargo test …` shows them.
+pub fn init_test_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CNMAS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+struct ServiceSlot {
+    running: Option<Running>,
+    shutdown: CancellationToken,
+}
+
+pub struct System {
+    pub ns: Namespace,
+    pub nats: async_nats::Client,
+    pub js: jetstream::Context,
+    pub publisher: Publisher,
+    pub auth: Authenticator,
+    db_urls: HashMap<&'static str, String>,
+    slots: HashMap<&'static str, ServiceSlot>,
+    /// Addresses are kept across restarts so clients keep working.
+    addrs: HashMap<&'static str, (SocketAddr, SocketAddr)>,
+    lease_seconds: u64,
+}
+
+pub type Authed = InterceptedService<Channel, Bearer>;
+
+impl System {
+    pub async fn start() -> Result<Self> {
+        Self::start_with(300).await
+    }
+
+    /// Starts every service; `lease_seconds` sets the dialer's lease time-out.
+    pub async fn start_with(lease_seconds: u64) -> Result<Self> {
+        init_test_logs();
+        let ns = Namespace::random();
+        let nats = async_nats::connect(nats_url())
+            .await
+            .context("NATS must run on 127.0.0.1:4222 (deploy/local/test.sh starts it)")?;
+        let js = jetstream::new(nats.clone());
+        let db_urls = SERVICES
+            .iter()
+            .map(|s| {
+                (
+                    *s,
+                    format!(
+                        "{}/cnmas_{}_{}",
+                        pg_base(),
+                        ns.as_str(),
+                        s.replace('-', "_")
+                    ),
+                )
+            })
+            .collect();
+        let mut system = System {
+            publisher: Publisher::new(js.clone(), ns.clone()),
+            ns,
+            nats,
+            js,
+            auth: Authenticator::new(JWT_SECRET),
+            db_urls,
+            slots: HashMap::new(),
+            addrs: HashMap::new(),
+            lease_seconds,
+        };
+        // Intake first: the dialer needs its address.
+        for s in SERVICES {
+            system.start_service(s).await?;
+        }
+        Ok(system)
+    }
+
+    fn common(&self, service: &'static str) -> CommonConfig {
+        let (grpc, http) = self
+            .addrs
+            .get(service)
+            .copied()
+            .unwrap_or((([127, 0, 0, 1], 0).into(), ([127, 0, 0, 1], 0).into()));
+        CommonConfig {
+            namespace: self.ns.clone(),
+            nats_url: nats_url(),
+            nats_memory_storage: true,
+            database_url: self.db_urls[service].clone(),
+            database_max_connections: 8,
+            grpc_addr: grpc,
+            http_addr: http,
+            jwt_secret: JWT_SECRET.into(),
+        }
+    }
+
+    /// Starts (or restarts) one service in-process.
+    pub async fn start_service(&mut self, service: &'static str) -> Result<()> {
+        let shutdown = CancellationToken::new();
+        let common = self.common(service);
+        let running = match service {
+            "intake" => {
+                cnmas_intake::start(
+                    cnmas_intake::Config {
+                        common,
+                        vault_keys: VAULT_KEYS.into(),
+                        vault_active_key: "k1".into(),
+                        person_key_secret: PERSON_KEY_SECRET.into(),
+                    },
+                    shutdown.clone(),
+                )
+                .await?
+            }
+            "consent" => {
+                cnmas_consent::start(
+                    cnmas_consent::Config {
+                        common,
+                        person_key_secret: PERSON_KEY_SECRET.into(),
+                    },
+                    shutdown.clone(),
+                )
+                .await?
+            }
+            "scheduler" => {
+                cnmas_scheduler::start(
+                    cnmas_scheduler::Config {
+                        common,
+                        holidays: None,
+                        tick: Duration::from_millis(100),
+                    },
+                    shutdown.clone(),
+                )
+                .await?
+            }
+            "dialer-queue" => {
+                let intake = self.addrs["intake"].0;
+                cnmas_dialer_queue::start(
+                    cnmas_dialer_queue::Config {
+                        common,
+                        intake_url: format!("http://{intake}"),
+                        lease: Duration::from_secs(self.lease_seconds),
+                    },
+                    shutdown.clone(),
+                )
+                .await?
+            }
+            "results" => {
+                cnmas_results::start(cnmas_results::Config { common }, shutdown.clone()).await?
+            }
+            other => bail!("unknown service {other}"),
+        };
+        self.addrs.insert(
+            service,
+            (
+                running.grpc_addr.unwrap_or(([127, 0, 0, 1], 0).into()),
+                running.http_addr,
+            ),
+        );
+        self.slots.insert(
+            service,
+            ServiceSlot {
+                running: Some(running),
+                shutdown,
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops one service gracefully (its in-flight batches finish) and waits for it.
+    pub async fn stop_service(&mut self, service: &'static str) {
+        if let Some(slot) = self.slots.get_mut(service) {
+            slot.shutdown.cancel();
+            if let Some(r) = slot.running.take() {
+                r.stopped().await;
+            }
+        }
+    }
+
+    pub fn http_addr(&self, service: &'static str) -> SocketAddr {
+        self.addrs[service].1
+    }
+
+    pub fn grpc_url(&self, service: &'static str) -> String {
+        format!("http://{}", self.addrs[service].0)
+    }
+
+    pub fn database_url(&self, service: &'static str) -> &str {
+        &self.db_urls[service]
+    }
+
+    /// Stops everything and removes the databases and streams.
+    pub async fn stop(mut self) {
+        for s in SERVICES {
+            self.stop_service(s).await;
+        }
+        for url in self.db_urls.values() {
+            let _ = cnmas_runtime::db::drop_database(url).await;
+        }
+        let _ = cnmas_bus::topology::delete(&self.js, &self.ns).await;
+    }
+
+    pub fn token(&self, role: Role, fund: Option<&str>, agent: Option<&str>) -> String {
+        let subject = agent.or(fund).unwrap_or("test");
+        self.auth
+            .issue(role, subject, fund, agent, chrono::Duration::hours(1))
+            .expect("test token")
+    }
+
+    async fn channel(&self, service: &'static str) -> Result<Channel> {
+        Ok(Channel::from_shared(self.grpc_url(service))?
+            .connect()
+            .await?)
+    }
+
+    fn with_token(token: String) -> Bearer {
+        Bearer(token)
+    }
+
+    pub async fn campaigns(&self, token: String) -> Result<CampaignServiceClient<Authed>> {
+        Ok(CampaignServiceClient::with_interceptor(
+            self.channel("scheduler").await?,
+            Self::with_token(token),
+        ))
+    }
+
+    pub async fn agent(&self, agent_id: &str) -> Result<AgentServiceClient<Authed>> {
+        let token = self.token(Role::Agent, None, Some(agent_id));
+        Ok(AgentServiceClient::with_interceptor(
+            self.channel("dialer-queue").await?,
+            Self::with_token(token),
+        ))
+    }
+
+    pub async fn dialer_admin(&self) -> Result<DialerAdminServiceClient<Authed>> {
+        let token = self.token(Role::Supervisor, None, None);
+        Ok(DialerAdminServiceClient::with_interceptor(
+            self.channel("dialer-queue").await?,
+            Self::with_token(token),
+        ))
+    }
+
+    pub async fn results_api(&self, token: String) -> Result<ResultsServiceClient<Authed>> {
+        Ok(ResultsServiceClient::with_interceptor(
+            self.channel("results").await?,
+            Self::with_token(token),
+        ))
+    }
+
+    /// Creates and activates a campaign callable at any hour (an audited override, so tests
+    /// pass at night and on holidays), and assigns it to the given agents.
+    pub async fn active_campaign(
+        &self,
+        fund: &str,
+        theme: Theme,
+        agents: &[&str],
+    ) -> Result<String> {
+        let mut client = self
+            .campaigns(self.token(Role::Fund, Some(fund), None))
+            .await?;
+        let today = Utc::now().date_naive();
+        let campaign = client
+            .create_campaign(cnmas_proto::scheduler::CreateCampaignRequest {
+                fund_code: fund.into(),
+                name: "Campagne de test".into(),
+                theme: theme as i32,
+                starts_on: (today - chrono::Duration::days(1)).to_string(),
+                ends_on: (today + chrono::Duration::days(30)).to_string(),
+                presented_number: "+33947500000".into(),
+                max_attempts: 3,
+                calling_policy: "all_hours".into(),
+                calling_policy_override_reason: "automated test at any hour".into(),
+            })
+            .await?
+            .into_inner();
+        client
+            .activate_campaign(cnmas_proto::scheduler::CampaignTransitionRequest {
+                campaign_id: campaign.campaign_id.clone(),
+                reason: "test".into(),
+            })
+            .await?;
+        let mut admin = self.dialer_admin().await?;
+        for a in agents {
+            admin
+                .upsert_agent(cnmas_proto::dialer::UpsertAgentRequest {
+                    agent_id: a.to_string(),
+                    display_name: format!("Agent {a}"),
+                    team: "test".into(),
+                })
+                .await?;
+            admin
+                .assign_campaign(cnmas_proto::dialer::AssignCampaignRequest {
+                    agent_id: a.to_string(),
+                    campaign_id: campaign.campaign_id.clone(),
+                    revoke: false,
+                })
+                .await?;
+        }
+        Ok(campaign.campaign_id)
+    }
+
+    /// Publishes contacts as a fund would, with the given event id (`Nats-Msg-Id`).
+    pub async fn submit(
+        &self,
+        fund: &str,
+        campaign_id: &str,
+        event_id: &str,
+        contacts: Vec<ContactSubmission>,
+    ) -> Result<()> {
+        let msg = SubmitContacts {
+            envelope: Some(envelope(
+                event_id.into(),
+                fund,
+                campaign_id,
+                event_id,
+                Utc::now(),
+            )),
+            contacts,
+        };
+        self.publisher
+            .publish(&subjects::fund_in(fund, "contact"), event_id, &msg)
+            .await?;
+        Ok(())
+    }
+
+    /// A fund's durable consumer on its own out subject (`kind`: result, rejection…).
+    pub async fn fund_consumer(
+        &self,
+        fund: &str,
+        kind: &str,
+        name: &str,
+    ) -> Result<jetstream::consumer::Consumer<pull::Config>> {
+        let stream = self.js.get_stream(self.ns.stream("OUT")).await?;
+        Ok(stream
+            .get_or_create_consumer(
+                name,
+                pull::Config {
+                    durable_name: Some(name.into()),
+                    filter_subject: self.ns.subject(&subjects::fund_out(fund, kind)),
+                    ..Default::default()
+                },
+            )
+            .await?)
+    }
+}
+
+/// Reads messages from a consumer until `n` have arrived (acking each), or fails after `within`.
+pub async fn take<M: prost::Message + Default>(
+    consumer: &jetstream::consumer::Consumer<pull::Config>,
+    n: usize,
+    within: Duration,
+) -> Result<Vec<(String, M)>> {
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    let mut messages = consumer.messages().await?;
+    while out.len() < n {
+        let next = tokio::time::timeout_at(deadline, messages.next())
+            .await
+            .with_context(|| format!("only {} of {n} messages arrived", out.len()))?;
+        let Some(msg) = next else { break };
+        let msg = msg.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let id = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+            .map(|v| v.as_str().to_string())
+            .unwrap_or_default();
+        out.push((id, M::decode(msg.payload.clone())?));
+        msg.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(out)
+}
+
+/// How many messages are waiting for a consumer (not yet delivered).
+pub async fn pending(consumer: &mut jetstream::consumer::Consumer<pull::Config>) -> Result<u64> {
+    Ok(consumer.info().await?.num_pending)
+}
+
+/// Polls `check` until it returns `Some`, or fails after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Fictitious insured people for the flu theme, with valid NIRs.
+pub mod people {
+    use cnmas_proto::common::PostalAddress;
+    use cnmas_proto::intake::{
+        contact_submission::{Person, ThemeFields},
+        ContactDetails, ContactSubmission, FluVaccinationFields, InsuredPerson,
+    };
+
+    /// The NIR key of a 13-digit body.
+    pub fn nir_with_key(body: &str) -> String {
+        let n: u64 = body.parse().expect("13 digits");
+        format!("{body}{:02}", 97 - n % 97)
+    }
+
+    /// The `i`-th test person: born in 1950 + i % 40, in Paris, with a metropolitan mobile.
+    pub fn flu(i: usize) -> ContactSubmission {
+        let year = 50 + (i % 40);
+        let month = 1 + (i % 12);
+        let order = i % 1000;
+        let commune = 100 + (i / 1000) % 900;
+        let body = format!("1{year:02}{month:02}75{commune:03}{order:03}");
+        ContactSubmission {
+            submission_ref: format!("ref-{i}"),
+            person: Some(Person::Insured(InsuredPerson {
+                nir: nir_with_key(&body),
+                last_name: format!("Nom{i}"),
+                first_name: "Camille".into(),
+                birth_date: format!("19{year:02}-{month:02}-15"),
+            })),
+            contact_details: Some(ContactDetails {
+                phone: format!(
+                    "06 12 {:02} {:02} {:02}",
+                    (i / 10000) % 100,
+                    (i / 100) % 100,
+                    i % 100
+                ),
+                email: String::new(),
+                postal_address: Some(PostalAddress {
+                    lines: vec![],
+                    postcode: "75011".into(),
+                    city: String::new(),
+                }),
+            }),
+            theme_fields: Some(ThemeFields::FluVaccination(FluVaccinationFields {
+                flu_vaccinated: Some(false),
+            })),
+        }
+    }
+}

@@ -209,7 +209,7 @@ fn to_incoming(ns: &Namespace, m: &jetstream::Message) -> Incoming {
     let event_id = m
         .headers
         .as_ref()
-        .and_then(|h| h.get("Nats-Msg-Id"))
+        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
         .map(|v| v.as_str().to_string())
         .filter(|s| !s.is_empty())
         .unwrap_or(fallback_id);
@@ -404,7 +404,7 @@ async fn dead_letter(
 ) {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(
-        "Nats-Msg-Id",
+        async_nats::header::NATS_MESSAGE_ID,
         format!("dlq:{}:{}", spec.name, inc.event_id).as_str(),
     );
     headers.insert("Cnmas-Original-Subject", inc.subject.as_str());

@@ -31,7 +31,7 @@ impl Publisher {
 
     fn headers(event_id: &str, traceparent: Option<&str>) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", event_id);
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, event_id);
         match traceparent {
             Some(tp) => headers.insert("traceparent", tp),
             None => crate::trace::inject_current(&mut headers),

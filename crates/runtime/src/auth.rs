@@ -200,6 +200,16 @@ pub fn bearer<T>(mut req: Request<T>, token: &str) -> Result<Request<T>, Status>
     Ok(req)
 }
 
+/// A client interceptor adding a bearer token to every call (other services, the CLI, tests).
+#[derive(Clone)]
+pub struct Bearer(pub String);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        bearer(req, &self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

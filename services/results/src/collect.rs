@@ -1,0 +1,403 @@
+//! Collects what happened to each contact and publishes its final result once everything it
+//! depends on has arrived (events come from several streams, in no guaranteed order).
+
+use chrono::{DateTime, Utc};
+use cnmas_bus::{subjects, BatchHandler, HandlerError, Incoming, Outbox, Verdict};
+use cnmas_proto::common::{FinalStatus, OfferDecision, Reason};
+use cnmas_proto::consent::ContactSuppressed;
+use cnmas_proto::dialer::{AttemptRecorded, InterviewCompleted};
+use cnmas_proto::intake::{ContactAccepted, ContactRejected};
+use cnmas_proto::results::{AttemptSummary, ContactResult};
+use cnmas_proto::scheduler::ContactClosed;
+use cnmas_proto::support::{derived_id, envelope, from_timestamp, timestamp};
+use prost::Message;
+use sqlx::{PgConnection, Row};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+pub struct Collector;
+
+/// The stable id of a contact's result: the same contact always yields the same id.
+pub fn result_id(contact_id: &Uuid) -> String {
+    derived_id(&["result", &contact_id.to_string()])
+}
+
+fn kind(subject: &str) -> &str {
+    subject.rsplit('.').next().unwrap_or_default()
+}
+
+fn uuid(s: &str) -> Option<Uuid> {
+    Uuid::parse_str(s).ok()
+}
+
+impl BatchHandler for Collector {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        batch: &[Incoming],
+        outbox: &mut Outbox,
+    ) -> Result<Vec<Verdict>, HandlerError> {
+        let mut verdicts = vec![Verdict::Done; batch.len()];
+        let mut touched: Vec<Uuid> = Vec::new();
+        let bad = |what: &str| Verdict::DeadLetter(format!("undecodable {what}"));
+        for (i, m) in batch.iter().enumerate() {
+            let p = m.payload.clone();
+            match kind(&m.subject) {
+                "contact_accepted" => {
+                    let Ok(a) = ContactAccepted::decode(p) else {
+                        verdicts[i] = bad("ContactAccepted");
+                        continue;
+                    };
+                    let env = a.envelope.unwrap_or_default();
+                    let (Some(contact), Some(campaign)) =
+                        (uuid(&a.contact_id), uuid(&env.campaign_id))
+                    else {
+                        verdicts[i] = bad("ContactAccepted ids");
+                        continue;
+                    };
+                    sqlx::query(
+                        "INSERT INTO contacts (contact_id, campaign_id, fund_code, submission_ref)
+                         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(contact)
+                    .bind(campaign)
+                    .bind(&env.fund_code)
+                    .bind(&a.submission_ref)
+                    .execute(&mut *tx)
+                    .await?;
+                    touched.push(contact);
+                }
+                "attempt_recorded" => {
+                    let Ok(a) = AttemptRecorded::decode(p) else {
+                        verdicts[i] = bad("AttemptRecorded");
+                        continue;
+                    };
+                    let env = a.envelope.unwrap_or_default();
+                    let (Some(attempt), Some(contact), Some(campaign)) = (
+                        uuid(&a.attempt_id),
+                        uuid(&a.contact_id),
+                        uuid(&env.campaign_id),
+                    ) else {
+                        verdicts[i] = bad("AttemptRecorded ids");
+                        continue;
+                    };
+                    let at = a
+                        .recorded_at
+                        .as_ref()
+                        .and_then(from_timestamp)
+                        .unwrap_or_else(Utc::now);
+                    sqlx::query(
+                        "INSERT INTO attempts (attempt_id, contact_id, campaign_id, attempt_number,
+                             at, outcome)
+                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(attempt)
+                    .bind(contact)
+                    .bind(campaign)
+                    .bind(a.attempt_number as i32)
+                    .bind(at)
+                    .bind(a.outcome)
+                    .execute(&mut *tx)
+                    .await?;
+                    touched.push(contact);
+                }
+                "interview_completed" => {
+                    let Ok(iv) = InterviewCompleted::decode(p.clone()) else {
+                        verdicts[i] = bad("InterviewCompleted");
+                        continue;
+                    };
+                    let (Some(attempt), Some(contact)) =
+                        (uuid(&iv.attempt_id), uuid(&iv.contact_id))
+                    else {
+                        verdicts[i] = bad("InterviewCompleted ids");
+                        continue;
+                    };
+                    sqlx::query(
+                        "INSERT INTO interviews (attempt_id, contact_id, offer_decision, message)
+                         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(attempt)
+                    .bind(contact)
+                    .bind(iv.offer_decision)
+                    .bind(p.to_vec())
+                    .execute(&mut *tx)
+                    .await?;
+                    touched.push(contact);
+                }
+                "contact_closed" => {
+                    let Ok(c) = ContactClosed::decode(p) else {
+                        verdicts[i] = bad("ContactClosed");
+                        continue;
+                    };
+                    let env = c.envelope.unwrap_or_default();
+                    let Some(contact) = uuid(&c.contact_id) else {
+                        verdicts[i] = bad("ContactClosed ids");
+                        continue;
+                    };
+                    close(
+                        tx,
+                        contact,
+                        &env,
+                        c.final_status,
+                        c.attempts as i32,
+                        &c.reason,
+                    )
+                    .await?;
+                    touched.push(contact);
+                }
+                "contact_suppressed" => {
+                    let Ok(s) = ContactSuppressed::decode(p) else {
+                        verdicts[i] = bad("ContactSuppressed");
+                        continue;
+                    };
+                    let env = s.envelope.unwrap_or_default();
+                    let Some(contact) = uuid(&s.contact_id) else {
+                        verdicts[i] = bad("ContactSuppressed ids");
+                        continue;
+                    };
+                    close(
+                        tx,
+                        contact,
+                        &env,
+                        FinalStatus::SuppressedByConsent as i32,
+                        0,
+                        &s.reason,
+                    )
+                    .await?;
+                    touched.push(contact);
+                }
+                "rejection" => {
+                    let Ok(r) = ContactRejected::decode(p) else {
+                        verdicts[i] = bad("ContactRejected");
+                        continue;
+                    };
+                    rejected_result(tx, &m.event_id, r, outbox).await?;
+                }
+                _ => {}
+            }
+        }
+        publish_ready(tx, &touched, outbox).await?;
+        Ok(verdicts)
+    }
+}
+
+async fn close(
+    tx: &mut PgConnection,
+    contact: Uuid,
+    env: &cnmas_proto::common::EventEnvelope,
+    final_status: i32,
+    attempts: i32,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    let at = env
+        .occurred_at
+        .as_ref()
+        .and_then(from_timestamp)
+        .unwrap_or_else(Utc::now);
+    sqlx::query(
+        "INSERT INTO closures (contact_id, campaign_id, fund_code, final_status, attempts, reason,
+             closed_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+    )
+    .bind(contact)
+    .bind(uuid(&env.campaign_id).unwrap_or_default())
+    .bind(&env.fund_code)
+    .bind(final_status)
+    .bind(attempts)
+    .bind(reason)
+    .bind(at)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// A contact refused at intake ends there: its final result says so, with the reasons.
+async fn rejected_result(
+    tx: &mut PgConnection,
+    rejection_event: &str,
+    r: ContactRejected,
+    outbox: &mut Outbox,
+) -> Result<(), sqlx::Error> {
+    // Whole-message rejections (no reference) have no contact to conclude.
+    if r.submission_ref.is_empty() {
+        return Ok(());
+    }
+    let env = r.envelope.unwrap_or_default();
+    let result_id = derived_id(&["rejected", rejection_event]);
+    let inserted = sqlx::query(
+        "INSERT INTO results (result_id, contact_id, campaign_id, fund_code, submission_ref,
+             final_status, offer_decision, attempts)
+         VALUES ($1, NULL, $2, $3, $4, $5, 0, 0) ON CONFLICT DO NOTHING",
+    )
+    .bind(&result_id)
+    .bind(uuid(&env.campaign_id))
+    .bind(&env.fund_code)
+    .bind(&r.submission_ref)
+    .bind(FinalStatus::RejectedAtIntake as i32)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Ok(());
+    }
+    let now = Utc::now();
+    let result = ContactResult {
+        envelope: Some(envelope(
+            result_id.clone(),
+            &env.fund_code,
+            &env.campaign_id,
+            rejection_event,
+            now,
+        )),
+        result_id: result_id.clone(),
+        contact_id: String::new(),
+        submission_ref: r.submission_ref,
+        final_status: FinalStatus::RejectedAtIntake as i32,
+        offer_decision: OfferDecision::Unspecified as i32,
+        reasons: r.reasons,
+        closed_at: Some(timestamp(now)),
+        ..Default::default()
+    };
+    outbox.push(
+        subjects::fund_out(&env.fund_code, "result"),
+        &result_id,
+        &result,
+    );
+    Ok(())
+}
+
+/// Publishes the result of every touched contact that is closed, whose acceptance and every
+/// attempt counted at closure have arrived, and whose interview (if it ended with one) too.
+async fn publish_ready(
+    tx: &mut PgConnection,
+    touched: &[Uuid],
+    outbox: &mut Outbox,
+) -> Result<(), sqlx::Error> {
+    if touched.is_empty() {
+        return Ok(());
+    }
+    let ready = sqlx::query(
+        "SELECT cl.contact_id, cl.campaign_id, cl.fund_code, cl.final_status, cl.attempts,
+                cl.reason, cl.closed_at, c.submission_ref
+         FROM closures cl JOIN contacts c USING (contact_id)
+         WHERE cl.contact_id = ANY($1)
+           AND NOT EXISTS (SELECT 1 FROM results r WHERE r.contact_id = cl.contact_id)
+           AND (SELECT count(*) FROM attempts a WHERE a.contact_id = cl.contact_id) >= cl.attempts
+           AND (cl.final_status <> $2
+                OR EXISTS (SELECT 1 FROM interviews i WHERE i.contact_id = cl.contact_id))",
+    )
+    .bind(touched)
+    .bind(FinalStatus::InterviewHeld as i32)
+    .fetch_all(&mut *tx)
+    .await?;
+    if ready.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = ready.iter().map(|r| r.get("contact_id")).collect();
+    let mut history: HashMap<Uuid, Vec<AttemptSummary>> = HashMap::new();
+    for a in sqlx::query(
+        "SELECT contact_id, attempt_number, at, outcome FROM attempts
+         WHERE contact_id = ANY($1) ORDER BY at, attempt_number",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?
+    {
+        history
+            .entry(a.get("contact_id"))
+            .or_default()
+            .push(AttemptSummary {
+                attempt_number: a.get::<i32, _>("attempt_number") as u32,
+                at: Some(timestamp(a.get("at"))),
+                outcome: a.get("outcome"),
+            });
+    }
+    // The last interview speaks for the contact.
+    let mut interviews: HashMap<Uuid, InterviewCompleted> = HashMap::new();
+    for r in sqlx::query(
+        "SELECT contact_id, message FROM interviews WHERE contact_id = ANY($1) ORDER BY at",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?
+    {
+        if let Ok(iv) = InterviewCompleted::decode(r.get::<Vec<u8>, _>("message").as_slice()) {
+            interviews.insert(r.get("contact_id"), iv);
+        }
+    }
+
+    let mut rows: (
+        Vec<String>,
+        Vec<Uuid>,
+        Vec<Uuid>,
+        Vec<String>,
+        Vec<String>,
+        Vec<i32>,
+        Vec<i32>,
+        Vec<i32>,
+    ) = Default::default();
+    for r in ready {
+        let contact: Uuid = r.get("contact_id");
+        let campaign: Uuid = r.get("campaign_id");
+        let fund: String = r.get("fund_code");
+        let submission_ref: String = r.get("submission_ref");
+        let final_status: i32 = r.get("final_status");
+        let closed_at: DateTime<Utc> = r.get("closed_at");
+        let reason: String = r.get("reason");
+        let id = result_id(&contact);
+        let attempts = history.remove(&contact).unwrap_or_default();
+        let iv = interviews.remove(&contact).unwrap_or_default();
+        let result = ContactResult {
+            envelope: Some(envelope(
+                id.clone(),
+                &fund,
+                &campaign.to_string(),
+                &contact.to_string(),
+                Utc::now(),
+            )),
+            result_id: id.clone(),
+            contact_id: contact.to_string(),
+            submission_ref: submission_ref.clone(),
+            final_status,
+            offer_decision: iv.offer_decision,
+            follow_ups: iv.follow_ups,
+            contact_detail_changes: iv.contact_detail_changes,
+            consent_changes: iv.consent_changes,
+            reasons: vec![Reason {
+                field: String::new(),
+                rule: reason,
+                message: String::new(),
+            }],
+            closed_at: Some(timestamp(closed_at)),
+            attempts: attempts.clone(),
+        };
+        outbox.push(subjects::fund_out(&fund, "result"), &id, &result);
+        rows.0.push(id);
+        rows.1.push(contact);
+        rows.2.push(campaign);
+        rows.3.push(fund);
+        rows.4.push(submission_ref);
+        rows.5.push(final_status);
+        rows.6.push(iv.offer_decision);
+        rows.7.push(attempts.len() as i32);
+    }
+    metrics::counter!("cnmas_results_published_total").increment(rows.0.len() as u64);
+    sqlx::query(
+        "INSERT INTO results (result_id, contact_id, campaign_id, fund_code, submission_ref,
+             final_status, offer_decision, attempts)
+         SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
+             $6::int[], $7::int[], $8::int[])
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(rows.0)
+    .bind(rows.1)
+    .bind(rows.2)
+    .bind(rows.3)
+    .bind(rows.4)
+    .bind(rows.5)
+    .bind(rows.6)
+    .bind(rows.7)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,475 @@
+//! End to end: the five services in-process against the real PostgreSQL and NATS.
+
+use anyhow::Result;
+use cnmas_proto::common::{AttemptOutcome, ConsentChange, FinalStatus, OfferDecision, Theme};
+use cnmas_proto::dialer::agent_service_client::AgentServiceClient;
+use cnmas_proto::dialer::{
+    disposition::Kind, next_call_response, Disposition, Interview, LeasedCall, NextCallRequest,
+    NotReached, RecordOutcomeRequest, RefusedInterview,
+};
+use cnmas_proto::intake::contact_submission::Person;
+use cnmas_proto::intake::ContactRejected;
+use cnmas_proto::results::ContactResult;
+use cnmas_runtime::auth::Role;
+use cnmas_system_tests::{eventually, people, take, Authed, System};
+use std::collections::HashSet;
+use std::time::Duration;
+use tonic::Code;
+
+const FUND: &str = "751";
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn next_call(agent: &mut AgentServiceClient<Authed>) -> Result<Option<LeasedCall>> {
+    let r = agent.next_call(NextCallRequest {}).await?.into_inner();
+    Ok(match r.result {
+        Some(next_call_response::Result::Call(c)) => Some(c),
+        _ => None,
+    })
+}
+
+/// Waits until a call is due for the agent and leases it.
+async fn lease(agent: &mut AgentServiceClient<Authed>) -> Result<LeasedCall> {
+    eventually(WAIT, "a due call", || {
+        let mut a = agent.clone();
+        async move { next_call(&mut a).await }
+    })
+    .await
+}
+
+async fn record(
+    agent: &mut AgentServiceClient<Authed>,
+    call: &LeasedCall,
+    kind: Kind,
+) -> Result<()> {
+    agent
+        .record_outcome(RecordOutcomeRequest {
+            lease_id: call.lease.clone().unwrap_or_default().lease_id,
+            disposition: Some(Disposition { kind: Some(kind) }),
+        })
+        .await?;
+    Ok(())
+}
+
+fn display_name_of(i: usize) -> String {
+    format!("Camille Nom{i}")
+}
+
+#[tokio::test]
+async fn contacts_flow_from_fund_to_agent_and_back_as_results_once() -> Result<()> {
+    let system = System::start().await?;
+    let campaign = system
+        .active_campaign(FUND, Theme::FluVaccination, &["agent-1"])
+        .await?;
+    let mut results = system.fund_consumer(FUND, "result", "fund_751").await?;
+    system
+        .submit(FUND, &campaign, "sub-1", (0..3).map(people::flu).collect())
+        .await?;
+
+    let mut agent = system.agent("agent-1").await?;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let call = lease(&mut agent).await?;
+        let card = call.card.clone().expect("a call card");
+        // Only what the theme needs: no NIR on the card.
+        assert!(card.fields.iter().all(|f| f.field != "nir"));
+        assert!(card.phone.starts_with("+336"));
+        let kind = if card.display_name == display_name_of(0) {
+            Kind::Interview(Interview {
+                offer_decision: OfferDecision::Accepted as i32,
+                ..Default::default()
+            })
+        } else if card.display_name == display_name_of(1) {
+            Kind::RefusedInterview(RefusedInterview {})
+        } else {
+            Kind::NotReached(NotReached {
+                reason: AttemptOutcome::WrongNumber as i32,
+            })
+        };
+        record(&mut agent, &call, kind).await?;
+        seen.push(card.display_name);
+    }
+    assert_eq!(
+        seen.iter().collect::<HashSet<_>>().len(),
+        3,
+        "three different people"
+    );
+
+    let got: Vec<(String, ContactResult)> = take(&results, 3, WAIT).await?;
+    let mut by_ref: Vec<(String, i32, i32, usize)> = got
+        .iter()
+        .map(|(msg_id, r)| {
+            assert_eq!(msg_id, &r.result_id, "Nats-Msg-Id is the stable result id");
+            (
+                r.submission_ref.clone(),
+                r.final_status,
+                r.offer_decision,
+                r.attempts.len(),
+            )
+        })
+        .collect();
+    by_ref.sort();
+    assert_eq!(
+        by_ref,
+        vec![
+            (
+                "ref-0".into(),
+                FinalStatus::InterviewHeld as i32,
+                OfferDecision::Accepted as i32,
+                1
+            ),
+            ("ref-1".into(), FinalStatus::InterviewRefused as i32, 0, 1),
+            ("ref-2".into(), FinalStatus::WrongNumber as i32, 0, 1),
+        ]
+    );
+    // Exactly once: nothing more arrives.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(cnmas_system_tests::pending(&mut results).await?, 0);
+    system.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_invalid_contact_is_rejected_back_to_the_fund_with_its_reason() -> Result<()> {
+    let system = System::start().await?;
+    let campaign = system
+        .active_campaign(FUND, Theme::FluVaccination, &[])
+        .await?;
+    let rejections = system
+        .fund_consumer(FUND, "rejection", "fund_751_rej")
+        .await?;
+    let results = system.fund_consumer(FUND, "result", "fund_751").await?;
+    let mut bad = people::flu(7);
+    if let Some(Person::Insured(p)) = bad.person.as_mut() {
+        // Wrong key.
+        p.nir = format!("{}00", &p.nir[..13]);
+    }
+    bad.submission_ref = "bad-1".into();
+    system
+        .submit(FUND, &campaign, "sub-bad", vec![people::flu(1), bad])
+        .await?;
+    let got: Vec<(String, ContactRejected)> = take(&rejections, 1, WAIT).await?;
+    let r = &got[0].1;
+    assert_eq!(r.submission_ref, "bad-1");
+    assert_eq!(r.index, 1);
+    assert_eq!(r.reasons[0].field, "insured.nir");
+    assert_eq!(r.reasons[0].rule, "nir.key_mismatch");
+    assert!(!r.reasons[0]
+        .message
+        .contains(&people::flu(7).submission_ref));
+    // Its final result says so too.
+    let final_: Vec<(String, ContactResult)> = take(&results, 1, WAIT).await?;
+    assert_eq!(
+        final_[0].1.final_status,
+        FinalStatus::RejectedAtIntake as i32
+    );
+    assert_eq!(final_[0].1.submission_ref, "bad-1");
+    system.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_same_submission_twice_yields_one_contact_and_one_result() -> Result<()> {
+    let system = System::start().await?;
+    let campaign = system
+        .active_campaign(FUND, Theme::FluVaccination, &["agent-1"])
+        .await?;
+    let mut results = system.fund_consumer(FUND, "result", "fund_751").await?;
+    // The fund sends the same contact twice, under two different message ids (a re-sent
+    // file), and the very same message twice (a retried publish).
+    system
+        .submit(FUND, &campaign, "first", vec![people::flu(5)])
+        .await?;
+    system
+        .submit(FUND, &campaign, "second", vec![people::flu(5)])
+        .await?;
+    system
+        .submit(FUND, &campaign, "second", vec![people::flu(5)])
+        .await?;
+
+    let mut agent = system.agent("agent-1").await?;
+    let call = lease(&mut agent).await?;
+    record(
+        &mut agent,
+        &call,
+        Kind::NotReached(NotReached {
+            reason: AttemptOutcome::NotInService as i32,
+        }),
+    )
+    .await?;
+    let got: Vec<(String, ContactResult)> = take(&results, 1, WAIT).await?;
+    assert_eq!(got[0].1.submission_ref, "ref-5");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(next_call(&mut agent).await?.is_none(), "no second call");
+    assert_eq!(
+        cnmas_system_tests::pending(&mut results).await?,
+        0,
+        "one result"
+    );
+
+    let pool = sqlx::PgPool::connect(system.database_url("intake")).await?;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM contacts")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(n, 1);
+    pool.close().await;
+    system.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_service_restarted_in_the_middle_loses_nothing() -> Result<()> {
+    let mut system = System::start().await?;
+    let campaign = system
+        .active_campaign(FUND, Theme::FluVaccination, &["agent-1"])
+        .await?;
+    let results = system.fund_consumer(FUND, "result", "fund_751").await?;
+    // The scheduler and results are down while contacts arrive and calls are recorded.
+    system.stop_service("scheduler").await;
+    system
+        .submit(
+            FUND,
+            &campaign,
+            "sub-restart",
+            (0..20).map(people::flu).collect(),
+        )
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    system.start_service("scheduler").await?;
+
+    let mut agent = system.agent("agent-1").await?;
+    system.stop_service("results").await;
+    for i in 0..20 {
+        let call = lease(&mut agent).await?;
+        record(
+            &mut agent,
+            &call,
+            Kind::NotReached(NotReached {
+                reason: AttemptOutcome::WrongNumber as i32,
+            }),
+        )
+        .await?;
+        if i == 10 {
+            system.stop_service("dialer-queue").await;
+            system.start_service("dialer-queue").await?;
+            agent = system.agent("agent-1").await?;
+        }
+    }
+    system.start_service("results").await?;
+    let got: Vec<(String, ContactResult)> = take(&results, 20, WAIT).await?;
+    let refs: HashSet<String> = got.iter().map(|(_, r)| r.submission_ref.clone()).collect();
+    assert_eq!(refs.len(), 20);
+    system.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_opt_out_during_the_interview_suppresses_the_persons_queued_calls() -> Result<()> {
+    let system = System::start().await?;
+    // The same person in two campaigns of the fund.
+    let first = system
+        .active_campaign(FUND, Theme::FluVaccination, &["agent-1"])
+        .await?;
+    let results = system.fund_consumer(FUND, "result", "fund_751").await?;
+    system
+        .submit(FUND, &first, "a", vec![people::flu(3)])
+        .await?;
+    let mut agent = system.agent("agent-1").await?;
+    let call = lease(&mut agent).await?;
+
+    let second = system
+        .active_campaign(FUND, Theme::FluVaccination, &["agent-2"])
+        .await?;
+    system
+        .submit(FUND, &second, "b", vec![people::flu(3)])
+        .await?;
+    // Wait until the second campaign's call is queued.
+    let mut agent2 = system.agent("agent-2").await?;
+    let pool = sqlx::PgPool::connect(system.database_url("dialer-queue")).await?;
+    eventually(WAIT, "the second call queued", || {
+        let pool = pool.clone();
+        let second = second.clone();
+        async move {
+            let n: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM queue WHERE campaign_id = $1::uuid")
+                    .bind(&second)
+                    .fetch_one(&pool)
+                    .await?;
+            Ok((n == 1).then_some(()))
+        }
+    })
+    .await?;
+
+    record(
+        &mut agent,
+        &call,
+        Kind::Interview(Interview {
+            offer_decision: OfferDecision::Refused as i32,
+            consent_changes: vec![ConsentChange {
+                channel: cnmas_proto::common::Channel::Phone as i32,
+                opted_out: true,
+                all_themes: true,
+            }],
+            ..Default::default()
+        }),
+    )
+    .await?;
+    let got: Vec<(String, ContactResult)> = take(&results, 2, WAIT).await?;
+    let statuses: HashSet<i32> = got.iter().map(|(_, r)| r.final_status).collect();
+    assert_eq!(
+        statuses,
+        HashSet::from([
+            FinalStatus::InterviewHeld as i32,
+            FinalStatus::SuppressedByConsent as i32
+        ])
+    );
+    assert!(
+        next_call(&mut agent2).await?.is_none(),
+        "the queued call was withdrawn"
+    );
+    pool.close().await;
+    system.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn apis_require_a_valid_token_and_respect_scopes() -> Result<()> {
+    let system = System::start().await?;
+    let campaign = system
+        .active_campaign(FUND, Theme::FluVaccination, &["agent-1"])
+        .await?;
+    // No token, a forged token.
+    let mut anonymous = system.campaigns(String::new()).await?;
+    let err = anonymous
+        .get_campaign(cnmas_proto::scheduler::GetCampaignRequest {
+            campaign_id: campaign.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let forged = cnmas_runtime::auth::Authenticator::new("another-secret-another-secret-xx")
+        .issue(Role::Admin, "x", None, None, chrono::Duration::hours(1))?;
+    let mut forger = system.campaigns(forged).await?;
+    let err = forger
+        .list_campaigns(cnmas_proto::scheduler::ListCampaignsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    // Another fund neither sees nor creates campaigns of 751.
+    let mut other = system
+        .campaigns(system.token(Role::Fund, Some("971"), None))
+        .await?;
+    let err = other
+        .get_campaign(cnmas_proto::scheduler::GetCampaignRequest {
+            campaign_id: campaign.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let listed = other
+        .list_campaigns(cnmas_proto::scheduler::ListCampaignsRequest::default())
+        .await?
+        .into_inner();
+    assert!(listed.campaigns.is_empty());
+    let err = other
+        .list_campaigns(cnmas_proto::scheduler::ListCampaignsRequest {
+            fund_code: FUND.into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    // An agent token cannot steer campaigns; an unregistered agent cannot lease.
+    let mut as_agent = system
+        .campaigns(system.token(Role::Agent, None, Some("agent-1")))
+        .await?;
+    let err = as_agent
+        .pause_campaign(cnmas_proto::scheduler::CampaignTransitionRequest {
+            campaign_id: campaign.clone(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let mut stranger = system.agent("agent-unknown").await?;
+    let err = stranger.next_call(NextCallRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    // Bad input gets a precise error naming the field and the rule.
+    let mut fund = system
+        .campaigns(system.token(Role::Fund, Some(FUND), None))
+        .await?;
+    let err = fund
+        .create_campaign(cnmas_proto::scheduler::CreateCampaignRequest {
+            fund_code: FUND.into(),
+            name: "x".into(),
+            theme: Theme::FluVaccination as i32,
+            starts_on: "2027-01-01".into(),
+            ends_on: "2027-02-01".into(),
+            presented_number: "06 12 34 56 78".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err
+        .message()
+        .starts_with("presented_number: caller_id.mobile"));
+    system.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_call_is_never_leased_to_two_agents_at_once() -> Result<()> {
+    let system = System::start().await?;
+    let agents: Vec<String> = (0..16).map(|i| format!("agent-{i}")).collect();
+    let names: Vec<&str> = agents.iter().map(String::as_str).collect();
+    let campaign = system
+        .active_campaign(FUND, Theme::FluVaccination, &names)
+        .await?;
+    let n = 60;
+    system
+        .submit(FUND, &campaign, "many", (0..n).map(people::flu).collect())
+        .await?;
+    let pool = sqlx::PgPool::connect(system.database_url("dialer-queue")).await?;
+    eventually(WAIT, "every call queued", || {
+        let pool = pool.clone();
+        async move {
+            let q: i64 = sqlx::query_scalar("SELECT count(*) FROM queue")
+                .fetch_one(&pool)
+                .await?;
+            Ok((q == n as i64).then_some(()))
+        }
+    })
+    .await?;
+    // Every agent leases as fast as it can, concurrently, until nothing is left.
+    let mut tasks = Vec::new();
+    for a in &agents {
+        let mut client = system.agent(a).await?;
+        tasks.push(tokio::spawn(async move {
+            let mut leased = Vec::new();
+            while let Some(call) = next_call(&mut client).await? {
+                leased.push(call.call_id.clone());
+                record(
+                    &mut client,
+                    &call,
+                    Kind::NotReached(NotReached {
+                        reason: AttemptOutcome::WrongNumber as i32,
+                    }),
+                )
+                .await?;
+            }
+            anyhow::Ok(leased)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let unique: HashSet<&String> = all.iter().collect();
+    assert_eq!(all.len(), n, "every call leased once");
+    assert_eq!(unique.len(), n, "no call leased twice");
+    pool.close().await;
+    system.stop().await;
+    Ok(())
+}
