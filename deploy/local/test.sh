@@ -8,7 +8,7 @@
 #
 # Exported to the tests when not already set (tests choose their own database names and a
 # random NATS namespace, so parallel runs do not collide):
-#   CNMAS_TEST_DATABASE_URL  postgres://postgres@127.0.0.1:5432/postgres  (an admin connection)
+#   CNMAS_TEST_DATABASE_URL  postgres://postgres@127.0.0.1:5432  (the server; tests add their database names)
 #   CNMAS_TEST_NATS_URL      nats://127.0.0.1:4222
 set -euo pipefail
 
@@ -21,7 +21,7 @@ ensure_nats
 # Browser tests of the web console will need headless Chromium; enable when they exist:
 # ensure_chromium
 
-export CNMAS_TEST_DATABASE_URL="${CNMAS_TEST_DATABASE_URL:-${CNMAS_PG_URL}/postgres}"
+export CNMAS_TEST_DATABASE_URL="${CNMAS_TEST_DATABASE_URL:-${CNMAS_PG_URL}}"
 export CNMAS_TEST_NATS_URL="${CNMAS_TEST_NATS_URL:-nats://${CNMAS_NATS_HOST}:${CNMAS_NATS_PORT}}"
 
 have cargo || die "cargo not found: install Rust (https://rustup.rs)"

@@ -1,6 +1,9 @@
 //! `cnmasctl`: the operator and fund command-line client of CNMAS.
 
 mod calendar;
+mod csv_import;
+mod json;
+mod ops;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -8,6 +11,9 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "cnmasctl", version, about = "CNMAS operator and fund client")]
 struct Cli {
+    /// Bearer token for the gRPC APIs (see `cnmasctl token`).
+    #[arg(long, env = "CNMAS_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -18,13 +24,42 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// Show the calling calendar of a department, one JSON object per day.
     Calendar(calendar::CalendarArgs),
+    /// Issue a signed token (needs CNMAS_JWT_SECRET): for development and operations.
+    Token(ops::TokenArgs),
+    /// Create, inspect and steer campaigns.
+    #[command(subcommand)]
+    Campaign(ops::CampaignCommand),
+    /// Register agents and assign them campaigns.
+    #[command(subcommand)]
+    Agent(ops::AgentCommand),
+    /// Submit a fund's contacts from a CSV file (`;` or `,`, UTF-8 or Windows-1252).
+    Submit(csv_import::SubmitArgs),
+    /// As an agent: lease the next call.
+    NextCall,
+    /// As an agent: record the outcome of a leased call.
+    RecordOutcome(ops::OutcomeArgs),
+    /// Follow a fund's results (or rejections) as JSON lines.
+    #[command(subcommand)]
+    Results(ops::ResultsCommand),
+    /// A campaign's report: counts by final status, reach and acceptance rates.
+    Report(ops::ReportArgs),
 }
 
-fn main() -> std::process::ExitCode {
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let token = cli.token.unwrap_or_default();
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Calendar(args) => calendar::run(args),
+        Command::Token(args) => ops::token(args),
+        Command::Campaign(c) => ops::campaign(&token, c).await,
+        Command::Agent(c) => ops::agent(&token, c).await,
+        Command::Submit(args) => csv_import::submit(&token, args).await,
+        Command::NextCall => ops::next_call(&token).await,
+        Command::RecordOutcome(args) => ops::record_outcome(&token, args).await,
+        Command::Results(c) => ops::results(c).await,
+        Command::Report(args) => ops::report(&token, args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
