@@ -268,7 +268,7 @@ async fn rejected_result(
 
 /// Publishes the result of every touched contact that is closed, whose acceptance and every
 /// attempt counted at closure have arrived, and whose interview (if it ended with one) too.
-async fn publish_ready(
+pub(crate) async fn publish_ready(
     tx: &mut PgConnection,
     touched: &[Uuid],
     outbox: &mut Outbox,
@@ -276,6 +276,17 @@ async fn publish_ready(
     if touched.is_empty() {
         return Ok(());
     }
+    // The pieces of a contact arrive through several consumers whose transactions run at the
+    // same time; each would miss the others' uncommitted rows and none would publish. A lock
+    // per contact, taken after this batch's rows are written, makes the last one see them all.
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(k) FROM (
+             SELECT DISTINCT hashtextextended(c::text, 0) AS k FROM UNNEST($1::uuid[]) AS c
+             ORDER BY k) AS locks",
+    )
+    .bind(touched)
+    .execute(&mut *tx)
+    .await?;
     let ready = sqlx::query(
         "SELECT cl.contact_id, cl.campaign_id, cl.fund_code, cl.final_status, cl.attempts,
                 cl.reason, cl.closed_at, c.submission_ref
@@ -400,4 +411,39 @@ async fn publish_ready(
     .execute(&mut *tx)
     .await?;
     Ok(())
+}
+
+/// A safety net: every minute, contacts closed for a while without a result are checked again
+/// (e.g. after a consumer was reset), so none is left without its final result.
+pub async fn run_sweeper(base: cnmas_runtime::service::Base) {
+    let shutdown = base.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let result: Result<(), sqlx::Error> = async {
+            let mut tx = base.pool.begin().await?;
+            let stuck: Vec<Uuid> = sqlx::query_scalar(
+                "SELECT cl.contact_id FROM closures cl
+                 WHERE cl.closed_at < now() - interval '1 minute'
+                   AND NOT EXISTS (SELECT 1 FROM results r WHERE r.contact_id = cl.contact_id)
+                 LIMIT 1000",
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut outbox = Outbox::new();
+            publish_ready(&mut tx, &stuck, &mut outbox).await?;
+            let wrote = outbox.flush(&mut tx).await?;
+            tx.commit().await?;
+            if wrote > 0 {
+                base.relay.wake();
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "results sweep failed; will retry");
+        }
+    }
 }

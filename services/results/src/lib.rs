@@ -46,6 +46,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     ] {
         base.spawn_consumer(ConsumerSpec::new(SERVICE, name, filter), collector.clone());
     }
+    base.tasks.spawn(collect::run_sweeper(base.clone()));
     let router =
         tonic::transport::Server::builder().add_service(ResultsServiceServer::with_interceptor(
             report::ReportApi { base: base.clone() },
