@@ -1,0 +1,236 @@
+//! The consume loop against the real NATS and PostgreSQL: dedupe, retries, dead letters.
+
+use bytes::Bytes;
+use cnmas_bus::{
+    subjects, topology, BatchHandler, ConsumerContext, ConsumerSpec, HandlerError, Incoming,
+    Namespace, Outbox, OutboxRelay, Publisher, Verdict,
+};
+use futures::StreamExt;
+use sqlx::PgConnection;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Records payloads in a table; "poison" fails, "later" asks to be retried once.
+struct Recorder;
+
+impl BatchHandler for Recorder {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        batch: &[Incoming],
+        outbox: &mut Outbox,
+    ) -> Result<Vec<Verdict>, HandlerError> {
+        let mut verdicts = Vec::new();
+        for m in batch {
+            match &m.payload[..] {
+                b"poison" => return Err(HandlerError::Permanent("poison payload".into())),
+                b"garbage" => {
+                    verdicts.push(Verdict::DeadLetter("cannot decode".into()));
+                    continue;
+                }
+                b"later" if m.delivered < 2 => {
+                    verdicts.push(Verdict::Retry(Duration::from_millis(100)));
+                    continue;
+                }
+                _ => {}
+            }
+            sqlx::query("INSERT INTO seen (payload) VALUES ($1)")
+                .bind(String::from_utf8_lossy(&m.payload).to_string())
+                .execute(&mut *tx)
+                .await?;
+            outbox.push(
+                subjects::fund_out("751", "result"),
+                &format!("echo-{}", m.event_id),
+                &prost_types::Timestamp::default(),
+            );
+            verdicts.push(Verdict::Done);
+        }
+        Ok(verdicts)
+    }
+}
+
+async fn setup() -> (Namespace, Publisher, sqlx::PgPool, String) {
+    let ns = Namespace::random();
+    let nats = async_nats::connect(
+        std::env::var("CNMAS_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+    )
+    .await
+    .expect("NATS");
+    let js = async_nats::jetstream::new(nats);
+    topology::ensure(&js, &ns, true).await.expect("streams");
+    let url = format!(
+        "{}/cnmas_{}_bus",
+        std::env::var("CNMAS_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into()),
+        ns.as_str()
+    );
+    let pool = cnmas_runtime::db::connect(&url, 4, sqlx::migrate::Migrator::DEFAULT)
+        .await
+        .expect("database");
+    sqlx::query("CREATE TABLE seen (payload text NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    (ns.clone(), Publisher::new(js, ns), pool, url)
+}
+
+async fn seen(pool: &sqlx::PgPool) -> Vec<String> {
+    sqlx::query_scalar("SELECT payload FROM seen ORDER BY payload")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn batches_are_deduplicated_retried_and_poison_is_dead_lettered() {
+    let (ns, publisher, pool, url) = setup().await;
+    let relay = OutboxRelay::new(pool.clone(), publisher.clone());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(relay.clone().run(shutdown.clone()));
+    let ctx = ConsumerContext {
+        pool: pool.clone(),
+        publisher: publisher.clone(),
+        relay,
+    };
+    let mut spec = ConsumerSpec::new("test", "test_consumer", "cnmas.in.v1.*.contact");
+    spec.max_deliveries = 3;
+    let loop_ = tokio::spawn(cnmas_bus::run_consumer(
+        ctx,
+        spec,
+        Arc::new(Recorder),
+        shutdown.clone(),
+    ));
+    // Dead letters are watched from the start.
+    let dlq = publisher
+        .jetstream()
+        .get_stream(ns.stream("DLQ"))
+        .await
+        .unwrap()
+        .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
+        .await
+        .unwrap();
+
+    let subject = subjects::fund_in("751", "contact");
+    let items = [
+        ("a", "id-a"),
+        ("b", "id-b"),
+        ("a", "id-a"), // the same event again: applied once
+        ("poison", "id-p"),
+        ("garbage", "id-g"),
+        ("later", "id-l"),
+        ("c", "id-c"),
+    ];
+    publisher
+        .publish_all(items.iter().map(|(p, id)| {
+            (
+                subject.clone(),
+                id.to_string(),
+                None,
+                Bytes::from(p.to_string()),
+            )
+        }))
+        .await
+        .unwrap();
+
+    let mut dead = Vec::new();
+    let mut messages = dlq.messages().await.unwrap();
+    while dead.len() < 2 {
+        let m = tokio::time::timeout(Duration::from_secs(30), messages.next())
+            .await
+            .expect("two dead letters within 30 s")
+            .unwrap()
+            .unwrap();
+        let reason = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Cnmas-Dead-Letter-Reason"))
+            .map(|v| v.as_str().to_string())
+            .unwrap_or_default();
+        dead.push((String::from_utf8_lossy(&m.payload).to_string(), reason));
+        m.ack().await.unwrap();
+    }
+    dead.sort();
+    assert_eq!(
+        dead,
+        vec![
+            ("garbage".to_string(), "cannot decode".to_string()),
+            ("poison".to_string(), "poison payload".to_string()),
+        ]
+    );
+    // Everything else was applied exactly once, the retried one included.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while seen(&pool).await.len() < 4 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen(&pool).await, vec!["a", "b", "c", "later"]);
+    // The outbox was relayed and emptied.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM bus_outbox")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let out = publisher
+            .jetstream()
+            .get_stream(ns.stream("OUT"))
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .messages;
+        if left == 0 && out == 4 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "outbox not relayed: {left} left, {out} out"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    shutdown.cancel();
+    loop_.await.unwrap().unwrap();
+    pool.close().await;
+    cnmas_runtime::db::drop_database(&url).await.unwrap();
+    topology::delete(publisher.jetstream(), &ns).await.unwrap();
+}
+
+#[tokio::test]
+async fn namespaces_do_not_see_each_other() {
+    let (ns1, p1, pool1, url1) = setup().await;
+    let (ns2, p2, pool2, url2) = setup().await;
+    let subject = subjects::fund_in("751", "contact");
+    p1.publish(&subject, "x", &prost_types::Timestamp::default())
+        .await
+        .unwrap();
+    let n2 = p2
+        .jetstream()
+        .get_stream(ns2.stream("IN"))
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages;
+    assert_eq!(n2, 0);
+    let n1 = p1
+        .jetstream()
+        .get_stream(ns1.stream("IN"))
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages;
+    assert_eq!(n1, 1);
+    for (pool, url, p, ns) in [(pool1, url1, p1, ns1), (pool2, url2, p2, ns2)] {
+        pool.close().await;
+        cnmas_runtime::db::drop_database(&url).await.unwrap();
+        topology::delete(p.jetstream(), &ns).await.unwrap();
+    }
+}
