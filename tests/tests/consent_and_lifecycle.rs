@@ -140,7 +140,19 @@ async fn pausing_a_campaign_stops_new_calls_and_resuming_restores_them() -> Resu
         reason: "agents in training".into(),
     })
     .await?;
-    let mut agent = system.agent("agent-1").await?;
+    // The pause reaches the dialer within moments; a call leased before it would stay with its
+    // agent, so look only once the dialer knows.
+    eventually(WAIT, "the dialer to learn of the pause", || {
+        let pool = pool.clone();
+        async move {
+            let state: String = sqlx::query_scalar("SELECT state FROM campaigns")
+                .fetch_one(&pool)
+                .await?;
+            Ok((state == "paused").then_some(()))
+        }
+    })
+    .await?;
+    let agent = system.agent("agent-1").await?;
     eventually(WAIT, "no call while paused", || {
         let mut a = agent.clone();
         async move {

@@ -362,7 +362,7 @@ async fn settle(
                 "retry"
             }
             Verdict::DeadLetter(reason) => {
-                dead_letter(ctx, spec, m, inc, &reason).await;
+                dead_letter(ctx, spec, m, inc, reason).await;
                 "dead_letter"
             }
         };

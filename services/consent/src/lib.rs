@@ -92,6 +92,16 @@ fn scope_of(all_themes: bool, theme: Option<Theme>) -> Option<String> {
 /// Clears or suppresses each accepted contact against the register.
 struct Screening;
 
+/// Columns of the `decisions` rows written by one batch.
+#[derive(Default)]
+struct DecisionRows {
+    contact_ids: Vec<Uuid>,
+    campaign_ids: Vec<Uuid>,
+    person_keys: Vec<String>,
+    themes: Vec<String>,
+    decisions: Vec<String>,
+}
+
 impl BatchHandler for Screening {
     async fn handle(
         &self,
@@ -119,8 +129,7 @@ impl BatchHandler for Screening {
         .map(|r| (r.get("person_key"), r.get("scope")))
         .collect();
 
-        let mut rows: (Vec<Uuid>, Vec<Uuid>, Vec<String>, Vec<String>, Vec<String>) =
-            Default::default();
+        let mut rows = DecisionRows::default();
         for a in accepted {
             let env = a.envelope.clone().unwrap_or_default();
             let (Ok(contact_id), Ok(campaign_id)) = (
@@ -176,24 +185,24 @@ impl BatchHandler for Screening {
                     },
                 );
             }
-            rows.0.push(contact_id);
-            rows.1.push(campaign_id);
-            rows.2.push(a.person_key);
-            rows.3.push(theme.to_string());
-            rows.4
+            rows.contact_ids.push(contact_id);
+            rows.campaign_ids.push(campaign_id);
+            rows.person_keys.push(a.person_key);
+            rows.themes.push(theme.to_string());
+            rows.decisions
                 .push(if suppressed { "suppressed" } else { "cleared" }.to_string());
         }
-        if !rows.0.is_empty() {
+        if !rows.contact_ids.is_empty() {
             sqlx::query(
                 "INSERT INTO decisions (contact_id, campaign_id, person_key, theme, decision)
                  SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[])
                  ON CONFLICT DO NOTHING",
             )
-            .bind(rows.0)
-            .bind(rows.1)
-            .bind(rows.2)
-            .bind(rows.3)
-            .bind(rows.4)
+            .bind(rows.contact_ids)
+            .bind(rows.campaign_ids)
+            .bind(rows.person_keys)
+            .bind(rows.themes)
+            .bind(rows.decisions)
             .execute(&mut *tx)
             .await?;
         }
@@ -442,7 +451,7 @@ impl BatchHandler for FundConsents {
                         continue;
                     }
                 };
-                let change = p.change.clone().unwrap_or_default();
+                let change = p.change.unwrap_or_default();
                 let theme = theme_from_proto(p.theme);
                 let (Some(channel), Some(scope)) = (
                     channel_from_proto(change.channel),

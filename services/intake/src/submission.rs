@@ -107,10 +107,8 @@ fn fields_present(c: &ContactSubmission) -> Vec<Field> {
         }
     }
     match &c.theme_fields {
-        Some(ThemeFields::FluVaccination(t)) => {
-            if t.flu_vaccinated.is_some() {
-                f.push(Field::FluVaccinated);
-            }
+        Some(ThemeFields::FluVaccination(t)) if t.flu_vaccinated.is_some() => {
+            f.push(Field::FluVaccinated);
         }
         Some(ThemeFields::ChildDentalExam(t)) => {
             if present(&t.child_last_name) {
@@ -129,10 +127,8 @@ fn fields_present(c: &ContactSubmission) -> Vec<Field> {
                 f.push(Field::EbdEntitlementEnd);
             }
         }
-        Some(ThemeFields::AmeliActivation(t)) => {
-            if present(&t.provisional_code) {
-                f.push(Field::AmeliProvisionalCode);
-            }
+        Some(ThemeFields::AmeliActivation(t)) if present(&t.provisional_code) => {
+            f.push(Field::AmeliProvisionalCode);
         }
         Some(ThemeFields::Teleservices(t)) => {
             if present(&t.practice_software) {
@@ -142,7 +138,7 @@ fn fields_present(c: &ContactSubmission) -> Vec<Field> {
                 f.push(Field::TeleservicesUsageRate);
             }
         }
-        None => {}
+        _ => {}
     }
     f
 }
@@ -438,18 +434,16 @@ pub fn validate(
                 }
             }
         }
-        Some(ThemeFields::AmeliActivation(t)) => {
-            if allowed(Field::AmeliProvisionalCode) {
-                let code = t.provisional_code.trim();
-                if code.len() > 32 || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                    errs.push(reason(
-                        path(Field::AmeliProvisionalCode),
-                        "ameli_code.format",
-                        "1 to 32 letters or digits",
-                    ));
-                } else {
-                    fields.insert(Field::AmeliProvisionalCode, code.to_string());
-                }
+        Some(ThemeFields::AmeliActivation(t)) if allowed(Field::AmeliProvisionalCode) => {
+            let code = t.provisional_code.trim();
+            if code.len() > 32 || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                errs.push(reason(
+                    path(Field::AmeliProvisionalCode),
+                    "ameli_code.format",
+                    "1 to 32 letters or digits",
+                ));
+            } else {
+                fields.insert(Field::AmeliProvisionalCode, code.to_string());
             }
         }
         Some(ThemeFields::Teleservices(t)) => {
@@ -479,7 +473,7 @@ pub fn validate(
                 }
             }
         }
-        None => {}
+        _ => {}
     }
 
     match identity {

@@ -266,6 +266,19 @@ async fn rejected_result(
     Ok(())
 }
 
+/// Columns of the `results` rows written by one batch.
+#[derive(Default)]
+struct ResultRows {
+    result_ids: Vec<String>,
+    contact_ids: Vec<Uuid>,
+    campaign_ids: Vec<Uuid>,
+    funds: Vec<String>,
+    refs: Vec<String>,
+    statuses: Vec<i32>,
+    offers: Vec<i32>,
+    attempts: Vec<i32>,
+}
+
 /// Publishes the result of every touched contact that is closed, whose acceptance and every
 /// attempt counted at closure have arrived, and whose interview (if it ended with one) too.
 pub(crate) async fn publish_ready(
@@ -337,16 +350,7 @@ pub(crate) async fn publish_ready(
         }
     }
 
-    let mut rows: (
-        Vec<String>,
-        Vec<Uuid>,
-        Vec<Uuid>,
-        Vec<String>,
-        Vec<String>,
-        Vec<i32>,
-        Vec<i32>,
-        Vec<i32>,
-    ) = Default::default();
+    let mut rows = ResultRows::default();
     for r in ready {
         let contact: Uuid = r.get("contact_id");
         let campaign: Uuid = r.get("campaign_id");
@@ -383,16 +387,16 @@ pub(crate) async fn publish_ready(
             attempts: attempts.clone(),
         };
         outbox.push(subjects::fund_out(&fund, "result"), &id, &result);
-        rows.0.push(id);
-        rows.1.push(contact);
-        rows.2.push(campaign);
-        rows.3.push(fund);
-        rows.4.push(submission_ref);
-        rows.5.push(final_status);
-        rows.6.push(iv.offer_decision);
-        rows.7.push(attempts.len() as i32);
+        rows.result_ids.push(id);
+        rows.contact_ids.push(contact);
+        rows.campaign_ids.push(campaign);
+        rows.funds.push(fund);
+        rows.refs.push(submission_ref);
+        rows.statuses.push(final_status);
+        rows.offers.push(iv.offer_decision);
+        rows.attempts.push(attempts.len() as i32);
     }
-    metrics::counter!("cnmas_results_published_total").increment(rows.0.len() as u64);
+    metrics::counter!("cnmas_results_published_total").increment(rows.result_ids.len() as u64);
     sqlx::query(
         "INSERT INTO results (result_id, contact_id, campaign_id, fund_code, submission_ref,
              final_status, offer_decision, attempts)
@@ -400,14 +404,14 @@ pub(crate) async fn publish_ready(
              $6::int[], $7::int[], $8::int[])
          ON CONFLICT DO NOTHING",
     )
-    .bind(rows.0)
-    .bind(rows.1)
-    .bind(rows.2)
-    .bind(rows.3)
-    .bind(rows.4)
-    .bind(rows.5)
-    .bind(rows.6)
-    .bind(rows.7)
+    .bind(rows.result_ids)
+    .bind(rows.contact_ids)
+    .bind(rows.campaign_ids)
+    .bind(rows.funds)
+    .bind(rows.refs)
+    .bind(rows.statuses)
+    .bind(rows.offers)
+    .bind(rows.attempts)
     .execute(&mut *tx)
     .await?;
     Ok(())

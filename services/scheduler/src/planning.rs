@@ -261,17 +261,21 @@ fn close(plan: &mut Plan, status: FinalStatus, reason: &str, outbox: &mut Outbox
     );
 }
 
+/// Columns of the `plans` rows inserted by one batch.
+#[derive(Default)]
+struct PlanRows {
+    contact_ids: Vec<Uuid>,
+    campaign_ids: Vec<Uuid>,
+    funds: Vec<String>,
+    person_keys: Vec<String>,
+    themes: Vec<String>,
+    territories: Vec<String>,
+    departments: Vec<String>,
+    priorities: Vec<i64>,
+}
+
 async fn insert_cleared(tx: &mut PgConnection, events: &[Event]) -> Result<(), HandlerError> {
-    let mut cols: (
-        Vec<Uuid>,
-        Vec<Uuid>,
-        Vec<String>,
-        Vec<String>,
-        Vec<String>,
-        Vec<String>,
-        Vec<String>,
-        Vec<i64>,
-    ) = Default::default();
+    let mut cols = PlanRows::default();
     for e in events {
         let Event::Cleared(c) = e else { continue };
         let env = c.envelope.clone().unwrap_or_default();
@@ -283,16 +287,16 @@ async fn insert_cleared(tx: &mut PgConnection, events: &[Event]) -> Result<(), H
         let theme = theme_from_proto(c.theme)
             .map(Theme::code)
             .unwrap_or_default();
-        cols.0.push(contact);
-        cols.1.push(campaign);
-        cols.2.push(env.fund_code);
-        cols.3.push(c.person_key.clone());
-        cols.4.push(theme.to_string());
-        cols.5.push(c.territory.clone());
-        cols.6.push(c.department.clone());
-        cols.7.push(c.priority_key);
+        cols.contact_ids.push(contact);
+        cols.campaign_ids.push(campaign);
+        cols.funds.push(env.fund_code);
+        cols.person_keys.push(c.person_key.clone());
+        cols.themes.push(theme.to_string());
+        cols.territories.push(c.territory.clone());
+        cols.departments.push(c.department.clone());
+        cols.priorities.push(c.priority_key);
     }
-    if cols.0.is_empty() {
+    if cols.contact_ids.is_empty() {
         return Ok(());
     }
     sqlx::query(
@@ -303,14 +307,14 @@ async fn insert_cleared(tx: &mut PgConnection, events: &[Event]) -> Result<(), H
                      $7::text[], $8::bigint[]) AS x(c, k, f, p, t, tr, d, pr)
          ON CONFLICT (contact_id) DO NOTHING",
     )
-    .bind(cols.0)
-    .bind(cols.1)
-    .bind(cols.2)
-    .bind(cols.3)
-    .bind(cols.4)
-    .bind(cols.5)
-    .bind(cols.6)
-    .bind(cols.7)
+    .bind(cols.contact_ids)
+    .bind(cols.campaign_ids)
+    .bind(cols.funds)
+    .bind(cols.person_keys)
+    .bind(cols.themes)
+    .bind(cols.territories)
+    .bind(cols.departments)
+    .bind(cols.priorities)
     .execute(&mut *tx)
     .await?;
     Ok(())
