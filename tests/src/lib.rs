@@ -288,7 +288,7 @@ impl System {
     }
 
     /// Creates and activates a campaign callable at any hour (an audited override, so tests
-    /// pass at night and on holidays), and assigns it to the given agents.
+    /// pass at night and on holidays), without pacing, and assigns it to the given agents.
     pub async fn active_campaign(
         &self,
         fund: &str,
@@ -310,6 +310,9 @@ impl System {
                 max_attempts: 3,
                 calling_policy: "all_hours".into(),
                 calling_policy_override_reason: "automated test at any hour".into(),
+                // Every due call is released at once; pacing has its own tests.
+                pacing_ratio: -1.0,
+                priority_rule: String::new(),
             })
             .await?
             .into_inner();

@@ -1,7 +1,10 @@
 //! End to end: the five services in-process against the real PostgreSQL and NATS.
 
 use anyhow::Result;
-use cnmas_proto::common::{AttemptOutcome, ConsentChange, FinalStatus, OfferDecision, Theme};
+use cnmas_proto::common::{
+    contact_detail_change::Change, AttemptOutcome, ConsentChange, ContactDetailChange, FinalStatus,
+    FollowUpKind, FollowUpRequest, OfferDecision, Theme,
+};
 use cnmas_proto::dialer::agent_service_client::AgentServiceClient;
 use cnmas_proto::dialer::{
     disposition::Kind, next_call_response, Disposition, Interview, LeasedCall, NextCallRequest,
@@ -9,7 +12,7 @@ use cnmas_proto::dialer::{
 };
 use cnmas_proto::intake::contact_submission::Person;
 use cnmas_proto::intake::ContactRejected;
-use cnmas_proto::results::ContactResult;
+use cnmas_proto::results::{ContactChangeNotice, ContactResult, FollowUpNotice};
 use cnmas_runtime::auth::Role;
 use cnmas_system_tests::{eventually, people, take, Authed, System};
 use std::collections::HashSet;
@@ -61,6 +64,12 @@ async fn contacts_flow_from_fund_to_agent_and_back_as_results_once() -> Result<(
         .active_campaign(FUND, Theme::FluVaccination, &["agent-1"])
         .await?;
     let mut results = system.fund_consumer(FUND, "result", "fund_751").await?;
+    let follow_ups = system
+        .fund_consumer(FUND, "follow_up", "fund_751_fu")
+        .await?;
+    let changes = system
+        .fund_consumer(FUND, "contact_change", "fund_751_cc")
+        .await?;
     system
         .submit(FUND, &campaign, "sub-1", (0..3).map(people::flu).collect())
         .await?;
@@ -76,6 +85,13 @@ async fn contacts_flow_from_fund_to_agent_and_back_as_results_once() -> Result<(
         let kind = if card.display_name == display_name_of(0) {
             Kind::Interview(Interview {
                 offer_decision: OfferDecision::Accepted as i32,
+                follow_ups: vec![FollowUpRequest {
+                    kind: FollowUpKind::AppointmentRequest as i32,
+                    note: "rendez-vous en pharmacie".into(),
+                }],
+                contact_detail_changes: vec![ContactDetailChange {
+                    change: Some(Change::Phone("07 81 23 45 67".into())),
+                }],
                 ..Default::default()
             })
         } else if card.display_name == display_name_of(1) {
@@ -120,6 +136,15 @@ async fn contacts_flow_from_fund_to_agent_and_back_as_results_once() -> Result<(
             ("ref-1".into(), FinalStatus::InterviewRefused as i32, 0, 1),
             ("ref-2".into(), FinalStatus::WrongNumber as i32, 0, 1),
         ]
+    );
+    // Requests and new details also came on their own subjects, for the fund to act on.
+    let fu: Vec<(String, FollowUpNotice)> = take(&follow_ups, 1, WAIT).await?;
+    assert_eq!(fu[0].1.submission_ref, "ref-0");
+    assert_eq!(fu[0].1.follow_ups[0].note, "rendez-vous en pharmacie");
+    let cc: Vec<(String, ContactChangeNotice)> = take(&changes, 1, WAIT).await?;
+    assert_eq!(
+        cc[0].1.changes[0].change,
+        Some(Change::Phone("+33781234567".into()))
     );
     // Exactly once: nothing more arrives.
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -189,7 +189,9 @@ pub async fn lease_table(pool: &PgPool, rows: usize) -> Result<()> {
     sqlx::query("CREATE INDEX lease_floor_ready ON lease_floor (id) WHERE status = 'ready'")
         .execute(pool)
         .await?;
-    sqlx::query("VACUUM ANALYZE lease_floor").execute(pool).await?;
+    sqlx::query("VACUUM ANALYZE lease_floor")
+        .execute(pool)
+        .await?;
     Ok(())
 }
 

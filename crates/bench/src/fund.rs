@@ -29,7 +29,10 @@ pub struct Received {
 
 impl Received {
     pub fn duplicated(&self) -> u64 {
-        self.by_result_id.values().map(|&n| (n as u64).saturating_sub(1)).sum()
+        self.by_result_id
+            .values()
+            .map(|&n| (n as u64).saturating_sub(1))
+            .sum()
     }
 }
 

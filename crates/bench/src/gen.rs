@@ -58,7 +58,10 @@ mod tests {
         let mut seen = HashSet::with_capacity(MAX_CONTACTS);
         for i in 0..MAX_CONTACTS {
             let n = nir(i);
-            assert!(seen.insert(n[..13].to_string()), "duplicate NIR body at {i}");
+            assert!(
+                seen.insert(n[..13].to_string()),
+                "duplicate NIR body at {i}"
+            );
             let body: u64 = n[..13].parse().unwrap();
             let key: u64 = n[13..].parse().unwrap();
             assert_eq!(key, 97 - body % 97);

@@ -45,12 +45,24 @@ fn base64_std(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         out.push(T[(n >> 18) as usize & 63] as char);
         out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if chunk.len() > 2 { T[n as usize & 63] as char } else { '=' });
+        out.push(if chunk.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     out
 }
@@ -152,12 +164,15 @@ impl Services {
                         .env("CNMAS_VAULT_ACTIVE_KEY", "k1");
                 }
                 "dialer-queue" => {
-                    cmd.env("CNMAS_INTAKE_URL", format!("http://127.0.0.1:{intake_grpc}"))
-                        .env(
-                            "CNMAS_SCHEDULER_URL",
-                            format!("http://127.0.0.1:{}", ports["scheduler"].0),
-                        )
-                        .env("CNMAS_LEASE_SECONDS", lease_seconds.to_string());
+                    cmd.env(
+                        "CNMAS_INTAKE_URL",
+                        format!("http://127.0.0.1:{intake_grpc}"),
+                    )
+                    .env(
+                        "CNMAS_SCHEDULER_URL",
+                        format!("http://127.0.0.1:{}", ports["scheduler"].0),
+                    )
+                    .env("CNMAS_LEASE_SECONDS", lease_seconds.to_string());
                 }
                 _ => {}
             }
@@ -203,7 +218,10 @@ impl Services {
     }
 
     pub fn get(&self, name: &str) -> &Service {
-        self.list.iter().find(|s| s.name == name).expect("known service")
+        self.list
+            .iter()
+            .find(|s| s.name == name)
+            .expect("known service")
     }
 
     pub fn grpc_url(&self, name: &str) -> String {
@@ -238,9 +256,19 @@ impl Services {
                 let names: Vec<&str> = pending.iter().map(|&i| self.list[i].name).collect();
                 let logs: Vec<String> = pending
                     .iter()
-                    .map(|&i| format!("--- {}:\n{}", self.list[i].name, tail(&self.list[i].log, 10)))
+                    .map(|&i| {
+                        format!(
+                            "--- {}:\n{}",
+                            self.list[i].name,
+                            tail(&self.list[i].log, 10)
+                        )
+                    })
                     .collect();
-                bail!("not ready after {within:?}: {}\n{}", names.join(", "), logs.join("\n"));
+                bail!(
+                    "not ready after {within:?}: {}\n{}",
+                    names.join(", "),
+                    logs.join("\n")
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -299,7 +327,10 @@ impl Services {
             match tokio::time::timeout(grace, s.child.wait()).await {
                 Ok(_) => {}
                 Err(_) => {
-                    eprintln!("{} did not stop within {grace:?} after SIGTERM; killing it", s.name);
+                    eprintln!(
+                        "{} did not stop within {grace:?} after SIGTERM; killing it",
+                        s.name
+                    );
                     let _ = s.child.start_kill();
                     let _ = s.child.wait().await;
                 }
@@ -404,7 +435,8 @@ pub async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
     let fut = async {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
         s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
         )
         .await?;
         let mut buf = Vec::new();
@@ -415,7 +447,10 @@ pub async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
             .nth(1)
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
-        let body = text.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|x| x.1.to_string())
+            .unwrap_or_default();
         anyhow::Ok((code, body))
     };
     tokio::time::timeout(Duration::from_secs(3), fut)

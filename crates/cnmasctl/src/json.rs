@@ -6,7 +6,7 @@ use cnmas_proto::common::{
 };
 use cnmas_proto::dialer::LeasedCall;
 use cnmas_proto::intake::ContactRejected;
-use cnmas_proto::results::{CampaignReport, ContactResult};
+use cnmas_proto::results::{CampaignReport, ContactChangeNotice, ContactResult, FollowUpNotice};
 use cnmas_proto::scheduler::{Campaign, CampaignState};
 use cnmas_proto::support::from_timestamp;
 use serde_json::{json, Value};
@@ -170,5 +170,23 @@ pub fn report(r: &CampaignReport) -> Value {
         "reach_rate": r.reach_rate,
         "acceptance_rate": r.acceptance_rate,
         "by_final_status": r.by_final_status.iter().map(|s| json!({"final_status": final_status(s.final_status), "count": s.count})).collect::<Vec<_>>(),
+    })
+}
+
+pub fn follow_up(n: &FollowUpNotice) -> Value {
+    let env = n.envelope.clone().unwrap_or_default();
+    json!({
+        "notice_id": n.notice_id, "fund_code": env.fund_code, "campaign_id": env.campaign_id,
+        "contact_id": n.contact_id, "submission_ref": n.submission_ref,
+        "follow_ups": follow_ups(&n.follow_ups), "recorded_at": ts(&n.recorded_at),
+    })
+}
+
+pub fn contact_change(n: &ContactChangeNotice) -> Value {
+    let env = n.envelope.clone().unwrap_or_default();
+    json!({
+        "notice_id": n.notice_id, "fund_code": env.fund_code, "campaign_id": env.campaign_id,
+        "contact_id": n.contact_id, "submission_ref": n.submission_ref,
+        "changes": changes(&n.changes), "recorded_at": ts(&n.recorded_at),
     })
 }

@@ -14,7 +14,10 @@ use cnmas_proto::dialer::{
     dialer_admin_service_client::DialerAdminServiceClient, disposition::Kind,
 };
 use cnmas_proto::intake::ContactRejected;
-use cnmas_proto::results::{results_service_client::ResultsServiceClient, ContactResult};
+use cnmas_proto::results::{
+    results_service_client::ResultsServiceClient, ContactChangeNotice, ContactResult,
+    FollowUpNotice,
+};
 use cnmas_proto::scheduler::{self as sched, campaign_service_client::CampaignServiceClient};
 use cnmas_proto::support::timestamp;
 use cnmas_runtime::auth::{Authenticator, Bearer, Role};
@@ -121,6 +124,12 @@ pub enum CampaignCommand {
         /// The reason for a JSON policy wider than the legal default.
         #[arg(long)]
         override_reason: Option<String>,
+        /// Queued calls kept per available agent (default 2); negative disables pacing.
+        #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+        pacing_ratio: f64,
+        /// The order of calls: the theme's default, or `fifo`.
+        #[arg(long, default_value = "")]
+        priority_rule: String,
     },
     Get {
         #[arg(long)]
@@ -159,6 +168,8 @@ pub async fn campaign(token: &str, c: CampaignCommand) -> Result<()> {
             calling_policy,
             all_hours_reason,
             override_reason,
+            pacing_ratio,
+            priority_rule,
         } => {
             let theme = cnmas_domain::theme::Theme::from_code(&theme)
                 .map(cnmas_proto::support::theme_to_proto)
@@ -180,6 +191,8 @@ pub async fn campaign(token: &str, c: CampaignCommand) -> Result<()> {
                     max_attempts,
                     calling_policy: policy,
                     calling_policy_override_reason: reason,
+                    pacing_ratio,
+                    priority_rule,
                 })
                 .await
         }
@@ -462,6 +475,8 @@ pub async fn record_outcome(token: &str, a: OutcomeArgs) -> Result<()> {
 pub enum OutKind {
     Result,
     Rejection,
+    FollowUp,
+    ContactChange,
 }
 
 #[derive(Subcommand, Debug)]
@@ -502,6 +517,8 @@ pub async fn results(c: ResultsCommand) -> Result<()> {
     let kind_name = match kind {
         OutKind::Result => "result",
         OutKind::Rejection => "rejection",
+        OutKind::FollowUp => "follow_up",
+        OutKind::ContactChange => "contact_change",
     };
     let name = consumer.unwrap_or_else(|| format!("fund_{fund}_{kind_name}_cli"));
     let stream = js
@@ -537,6 +554,12 @@ pub async fn results(c: ResultsCommand) -> Result<()> {
         match kind {
             OutKind::Result => print(json::result(&ContactResult::decode(msg.payload.clone())?)),
             OutKind::Rejection => print(json::rejection(&ContactRejected::decode(
+                msg.payload.clone(),
+            )?)),
+            OutKind::FollowUp => print(json::follow_up(&FollowUpNotice::decode(
+                msg.payload.clone(),
+            )?)),
+            OutKind::ContactChange => print(json::contact_change(&ContactChangeNotice::decode(
                 msg.payload.clone(),
             )?)),
         }

@@ -1,6 +1,7 @@
 //! Pure domain rules of CNMAS. Nothing here does I/O: every rule can be tested exhaustively.
 
 pub mod calendar;
+pub mod clock;
 pub mod company;
 pub mod email;
 pub mod fund;

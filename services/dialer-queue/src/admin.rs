@@ -1,7 +1,9 @@
 //! Agents and their habilitations, for supervisors and admins.
 
+use crate::staffing;
 use crate::State;
 use cnmas_proto::dialer::{self as pb, dialer_admin_service_server::DialerAdminService};
+use cnmas_proto::support::timestamp;
 use cnmas_runtime::auth::{principal, Role};
 use sqlx::Row;
 use std::collections::BTreeMap;
@@ -38,13 +40,15 @@ fn check_agent_id(id: &str) -> Result<&str, Status> {
 impl AdminApi {
     async fn agent(&self, agent_id: &str) -> Result<pb::Agent, Status> {
         let pool = &self.state.base.pool;
-        let row =
-            sqlx::query("SELECT agent_id, display_name, team FROM agents WHERE agent_id = $1")
-                .bind(agent_id)
-                .fetch_optional(pool)
-                .await
-                .map_err(internal)?
-                .ok_or_else(|| Status::not_found("no such agent"))?;
+        let row = sqlx::query(
+            "SELECT agent_id, display_name, team, state, pause_reason, state_since FROM agents
+             WHERE agent_id = $1",
+        )
+        .bind(agent_id)
+        .fetch_optional(pool)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| Status::not_found("no such agent"))?;
         let campaigns: Vec<Uuid> = sqlx::query_scalar(
             "SELECT campaign_id FROM agent_campaigns WHERE agent_id = $1 ORDER BY campaign_id",
         )
@@ -57,6 +61,9 @@ impl AdminApi {
             display_name: row.get("display_name"),
             team: row.get("team"),
             campaign_ids: campaigns.iter().map(Uuid::to_string).collect(),
+            state: staffing::state_from_code(row.get("state")) as i32,
+            pause_reason: row.get("pause_reason"),
+            state_since: Some(timestamp(row.get("state_since"))),
         })
     }
 }
@@ -127,10 +134,12 @@ impl DialerAdminService for AdminApi {
         principal(&req)?.require(&[Role::Supervisor, Role::Admin])?;
         let pool = &self.state.base.pool;
         let mut agents: BTreeMap<String, pb::Agent> = BTreeMap::new();
-        for r in sqlx::query("SELECT agent_id, display_name, team FROM agents")
-            .fetch_all(pool)
-            .await
-            .map_err(internal)?
+        for r in sqlx::query(
+            "SELECT agent_id, display_name, team, state, pause_reason, state_since FROM agents",
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(internal)?
         {
             let id: String = r.get("agent_id");
             agents.insert(
@@ -140,6 +149,9 @@ impl DialerAdminService for AdminApi {
                     display_name: r.get("display_name"),
                     team: r.get("team"),
                     campaign_ids: Vec::new(),
+                    state: staffing::state_from_code(r.get("state")) as i32,
+                    pause_reason: r.get("pause_reason"),
+                    state_since: Some(timestamp(r.get("state_since"))),
                 },
             );
         }

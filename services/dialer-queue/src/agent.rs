@@ -1,6 +1,7 @@
 //! The agent API: lease the next call, renew the lease, record the outcome.
 
 use crate::disposition::{self, CallbackRules};
+use crate::staffing;
 use crate::State;
 use chrono::{DateTime, Utc};
 use cnmas_bus::{subjects, Outbox};
@@ -8,7 +9,7 @@ use cnmas_domain::calendar::{CallingPolicy, HolidayCalendar, Place};
 use cnmas_domain::geo::{Department, Territory};
 use cnmas_domain::theme::Theme;
 use cnmas_proto::dialer::{self as pb, agent_service_server::AgentService};
-use cnmas_proto::dialer::{AttemptRecorded, InterviewCompleted};
+use cnmas_proto::dialer::{AgentState, AttemptRecorded, InterviewCompleted};
 use cnmas_proto::intake::GetCallCardRequest;
 use cnmas_proto::support::{envelope, outcome_to_proto, theme_to_proto, timestamp};
 use cnmas_runtime::auth::{bearer, principal, Role};
@@ -87,22 +88,6 @@ impl AgentApi {
             presented_number: row.get("presented_number"),
         })
     }
-
-    async fn registered(&self, agent_id: &str) -> Result<(), Status> {
-        let known: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM agents WHERE agent_id = $1)")
-                .bind(agent_id)
-                .fetch_one(&self.state.base.pool)
-                .await
-                .map_err(internal)?;
-        if known {
-            Ok(())
-        } else {
-            Err(Status::permission_denied(
-                "this agent is not registered in the dialer",
-            ))
-        }
-    }
 }
 
 #[tonic::async_trait]
@@ -113,7 +98,6 @@ impl AgentService for AgentApi {
     ) -> Result<Response<pb::NextCallResponse>, Status> {
         let who = principal(&req)?;
         let agent_id = who.agent_id()?.to_string();
-        self.registered(&agent_id).await?;
         let pool = &self.state.base.pool;
         let now = Utc::now();
         // An agent holds one call at a time: asking again returns the call already leased.
@@ -129,6 +113,15 @@ impl AgentService for AgentApi {
         let row = match held {
             Some(r) => r,
             None => {
+                // Asking for a call makes the agent available (from sign-out, pause or wrap-up).
+                let mut conn = pool.acquire().await.map_err(internal)?;
+                staffing::transition(&mut conn, &agent_id, AgentState::Available, "")
+                    .await
+                    .map_err(internal)?
+                    .ok_or_else(|| {
+                        Status::permission_denied("this agent is not registered in the dialer")
+                    })?;
+                drop(conn);
                 let leased = sqlx::query(&format!(
                     "WITH candidate AS (
                          SELECT q.call_id FROM queue q
@@ -170,6 +163,9 @@ impl AgentService for AgentApi {
                 }
             }
         };
+        if let Ok(mut conn) = pool.acquire().await {
+            let _ = staffing::transition(&mut conn, &agent_id, AgentState::OnCall, "").await;
+        }
         match self.card(&agent_id, &row).await {
             Ok(call) => {
                 metrics::counter!("cnmas_dialer_leases_total").increment(1);
@@ -344,6 +340,9 @@ impl AgentService for AgentApi {
                 },
             );
         }
+        staffing::transition(&mut tx, &agent_id, AgentState::WrapUp, "")
+            .await
+            .map_err(internal)?;
         outbox.flush(&mut tx).await.map_err(internal)?;
         tx.commit().await.map_err(internal)?;
         self.state.base.relay.wake();
@@ -351,6 +350,65 @@ impl AgentService for AgentApi {
             .increment(1);
         Ok(Response::new(pb::RecordOutcomeResponse {
             attempt_id: attempt,
+        }))
+    }
+
+    async fn set_agent_state(
+        &self,
+        req: Request<pb::SetAgentStateRequest>,
+    ) -> Result<Response<pb::AgentStatus>, Status> {
+        let who = principal(&req)?;
+        let agent_id = who.agent_id()?.to_string();
+        let r = req.into_inner();
+        let state = match AgentState::try_from(r.state) {
+            Ok(s @ (AgentState::Available | AgentState::SignedOut)) => s,
+            Ok(AgentState::Paused) => AgentState::Paused,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "state: agent_state.settable: AVAILABLE, PAUSED or SIGNED_OUT",
+                ))
+            }
+        };
+        let reason = r.pause_reason.trim();
+        if state == AgentState::Paused
+            && (reason.is_empty()
+                || reason.chars().count() > 100
+                || reason.chars().any(char::is_control))
+        {
+            return Err(Status::invalid_argument(
+                "pause_reason: pause.reason: a pause needs a reason of 1 to 100 characters",
+            ));
+        }
+        let reason = if state == AgentState::Paused {
+            reason
+        } else {
+            ""
+        };
+        let mut tx = self.state.base.pool.begin().await.map_err(internal)?;
+        let holds: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM queue WHERE leased_by = $1 AND lease_expires_at > now())",
+        )
+        .bind(&agent_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(internal)?;
+        if holds && state != AgentState::Available {
+            return Err(Status::failed_precondition(
+                "state: agent_state.on_call: record the outcome of your call first",
+            ));
+        }
+        let since = staffing::transition(&mut tx, &agent_id, state, reason)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| {
+                Status::permission_denied("this agent is not registered in the dialer")
+            })?;
+        tx.commit().await.map_err(internal)?;
+        Ok(Response::new(pb::AgentStatus {
+            agent_id,
+            state: state as i32,
+            pause_reason: reason.to_string(),
+            since: Some(timestamp(since)),
         }))
     }
 }

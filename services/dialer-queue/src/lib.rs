@@ -5,6 +5,7 @@ mod admin;
 mod agent;
 pub mod disposition;
 mod queue;
+mod staffing;
 
 use anyhow::{Context, Result};
 use cnmas_bus::ConsumerSpec;
@@ -68,6 +69,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         Arc::new(queue::QueueFeed),
     );
     base.tasks.spawn(queue::run_sweeper(state.clone()));
+    base.tasks.spawn(staffing::run_publisher(state.clone()));
     let router = tonic::transport::Server::builder()
         .add_service(AgentServiceServer::with_interceptor(
             agent::AgentApi {

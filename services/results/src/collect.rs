@@ -7,7 +7,7 @@ use cnmas_proto::common::{FinalStatus, OfferDecision, Reason};
 use cnmas_proto::consent::ContactSuppressed;
 use cnmas_proto::dialer::{AttemptRecorded, InterviewCompleted};
 use cnmas_proto::intake::{ContactAccepted, ContactRejected};
-use cnmas_proto::results::{AttemptSummary, ContactResult};
+use cnmas_proto::results::{AttemptSummary, ContactChangeNotice, ContactResult, FollowUpNotice};
 use cnmas_proto::scheduler::ContactClosed;
 use cnmas_proto::support::{derived_id, envelope, from_timestamp, timestamp};
 use prost::Message;
@@ -122,6 +122,7 @@ impl BatchHandler for Collector {
                     .bind(p.to_vec())
                     .execute(&mut *tx)
                     .await?;
+                    notices(tx, &iv, outbox).await?;
                     touched.push(contact);
                 }
                 "contact_closed" => {
@@ -179,6 +180,70 @@ impl BatchHandler for Collector {
         publish_ready(tx, &touched, outbox).await?;
         Ok(verdicts)
     }
+}
+
+/// Follow-up requests and new contact details go to the fund at once, on their own subjects.
+async fn notices(
+    tx: &mut PgConnection,
+    iv: &InterviewCompleted,
+    outbox: &mut Outbox,
+) -> Result<(), sqlx::Error> {
+    if iv.follow_ups.is_empty() && iv.contact_detail_changes.is_empty() {
+        return Ok(());
+    }
+    let env = iv.envelope.clone().unwrap_or_default();
+    let submission_ref: String = match uuid(&iv.contact_id) {
+        Some(id) => sqlx::query_scalar("SELECT submission_ref FROM contacts WHERE contact_id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+    let at = env.occurred_at;
+    if !iv.follow_ups.is_empty() {
+        let id = derived_id(&["follow_up", &iv.attempt_id]);
+        outbox.push(
+            subjects::fund_out(&env.fund_code, "follow_up"),
+            &id,
+            &FollowUpNotice {
+                envelope: Some(envelope(
+                    id.clone(),
+                    &env.fund_code,
+                    &env.campaign_id,
+                    &iv.attempt_id,
+                    Utc::now(),
+                )),
+                notice_id: id.clone(),
+                contact_id: iv.contact_id.clone(),
+                submission_ref: submission_ref.clone(),
+                follow_ups: iv.follow_ups.clone(),
+                recorded_at: at,
+            },
+        );
+    }
+    if !iv.contact_detail_changes.is_empty() {
+        let id = derived_id(&["contact_change", &iv.attempt_id]);
+        outbox.push(
+            subjects::fund_out(&env.fund_code, "contact_change"),
+            &id,
+            &ContactChangeNotice {
+                envelope: Some(envelope(
+                    id.clone(),
+                    &env.fund_code,
+                    &env.campaign_id,
+                    &iv.attempt_id,
+                    Utc::now(),
+                )),
+                notice_id: id.clone(),
+                contact_id: iv.contact_id.clone(),
+                submission_ref,
+                changes: iv.contact_detail_changes.clone(),
+                recorded_at: at,
+            },
+        );
+    }
+    Ok(())
 }
 
 async fn close(

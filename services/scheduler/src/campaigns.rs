@@ -6,6 +6,7 @@ use chrono::{NaiveDate, Utc};
 use cnmas_bus::{subjects, Outbox};
 use cnmas_domain::calendar::{CallingPolicy, Override};
 use cnmas_domain::fund::Funds;
+use cnmas_domain::outcome::FinalStatus;
 use cnmas_domain::phone::{FrenchPhone, LineType};
 use cnmas_proto::scheduler::{self as pb, campaign_service_server::CampaignService};
 use cnmas_proto::support::{derived_id, envelope, theme_from_proto, theme_to_proto, timestamp};
@@ -23,6 +24,46 @@ pub struct CampaignApi {
 /// The default number of attempts per contact when a campaign names none.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 
+/// The default number of queued calls per available agent.
+pub const DEFAULT_PACING_RATIO: f64 = 2.0;
+
+/// The highest pacing ratio a campaign may ask for.
+pub const MAX_PACING_RATIO: f64 = 50.0;
+
+/// Reads a requested pacing ratio: 0 is the default, negative disables pacing (stored as -1).
+fn parse_pacing(ratio: f64) -> Result<f64, Status> {
+    if !ratio.is_finite() {
+        return Err(invalid("pacing_ratio", "range", "must be a number"));
+    }
+    if ratio < 0.0 {
+        return Ok(-1.0);
+    }
+    if ratio == 0.0 {
+        return Ok(DEFAULT_PACING_RATIO);
+    }
+    if ratio > MAX_PACING_RATIO {
+        return Err(invalid(
+            "pacing_ratio",
+            "range",
+            "at most 50 queued calls per available agent (0: default 2, negative: no pacing)",
+        ));
+    }
+    Ok(ratio)
+}
+
+/// Reads a priority rule: "" is the theme's default ordering, "fifo" the order of arrival.
+fn parse_priority_rule(rule: &str) -> Result<&'static str, Status> {
+    match rule.trim().to_ascii_lowercase().as_str() {
+        "" | "theme" => Ok(""),
+        "fifo" => Ok("fifo"),
+        _ => Err(invalid(
+            "priority_rule",
+            "priority_rule.unknown",
+            "\"\" (the theme's default ordering) or \"fifo\"",
+        )),
+    }
+}
+
 fn invalid(field: &str, rule: &str, message: &str) -> Status {
     Status::invalid_argument(format!("{field}: {rule}: {message}"))
 }
@@ -33,7 +74,8 @@ fn internal(e: impl std::fmt::Display) -> Status {
 }
 
 const COLUMNS: &str = "campaign_id, fund_code, name, theme, state, starts_on, ends_on, \
-     presented_number, max_attempts, calling_policy, policy_override_reason, version, updated_at";
+     presented_number, max_attempts, calling_policy, policy_override_reason, version, updated_at, \
+     pacing_ratio";
 
 fn row_to_campaign(row: &sqlx::postgres::PgRow) -> pb::Campaign {
     let theme = cnmas_domain::theme::Theme::from_code(row.get::<&str, _>("theme"))
@@ -64,6 +106,7 @@ fn row_to_campaign(row: &sqlx::postgres::PgRow) -> pb::Campaign {
         calling_policy_override_reason: row.get("policy_override_reason"),
         version: row.get::<i64, _>("version") as u64,
         updated_at: Some(timestamp(row.get("updated_at"))),
+        pacing_ratio: row.get("pacing_ratio"),
     }
 }
 
@@ -203,20 +246,28 @@ impl CampaignApi {
         .await
         .map_err(internal)?;
         if updated.is_none() {
+            // The state may have changed since it was loaded: report the current one.
             return Err(Status::failed_precondition(format!(
                 "state: campaign.transition: cannot {action} a campaign in state {:?}",
                 pb::CampaignState::try_from(current.state).unwrap_or_default()
             )));
         }
-        let campaign = record_change(
-            &mut tx,
-            id,
-            &who.subject,
-            action,
-            json!({"to": to, "reason": req.reason}),
-        )
-        .await
-        .map_err(internal)?;
+        let mut detail = json!({"to": to, "reason": req.reason.trim()});
+        if to == "cancelled" {
+            let closed = crate::planning::close_open_plans(
+                &mut tx,
+                id,
+                FinalStatus::CampaignCancelled,
+                "campaign.cancelled",
+                self.state.clock.now(),
+            )
+            .await
+            .map_err(internal)?;
+            detail["contacts_closed"] = json!(closed);
+        }
+        let campaign = record_change(&mut tx, id, &who.subject, action, detail)
+            .await
+            .map_err(internal)?;
         tx.commit().await.map_err(internal)?;
         self.state.base.relay.wake();
         Ok(Response::new(campaign))
@@ -271,6 +322,8 @@ impl CampaignService for CampaignApi {
             _ => return Err(invalid("max_attempts", "range", "1 to 20 (0: default 5)")),
         };
         let policy = parse_policy(&r.calling_policy, &r.calling_policy_override_reason)?;
+        let pacing_ratio = parse_pacing(r.pacing_ratio)?;
+        let priority_rule = parse_priority_rule(&r.priority_rule)?;
         let policy_json = match &policy {
             Some(p) => Some(serde_json::to_value(p).map_err(internal)?),
             None => None,
@@ -279,8 +332,9 @@ impl CampaignService for CampaignApi {
         let mut tx = self.state.base.pool.begin().await.map_err(internal)?;
         sqlx::query(
             "INSERT INTO campaigns (campaign_id, fund_code, name, theme, state, starts_on, ends_on,
-                 presented_number, max_attempts, calling_policy, policy_override_reason, version)
-             VALUES ($1, $2, $3, $4, 'draft', $5, $6, $7, $8, $9, $10, 1)",
+                 presented_number, max_attempts, calling_policy, policy_override_reason, version,
+                 pacing_ratio, priority_rule)
+             VALUES ($1, $2, $3, $4, 'draft', $5, $6, $7, $8, $9, $10, 1, $11, $12)",
         )
         .bind(id)
         .bind(fund.code.as_str())
@@ -292,6 +346,8 @@ impl CampaignService for CampaignApi {
         .bind(max_attempts as i32)
         .bind(&policy_json)
         .bind(r.calling_policy_override_reason.trim())
+        .bind(pacing_ratio)
+        .bind(priority_rule)
         .execute(&mut *tx)
         .await
         .map_err(internal)?;
@@ -304,6 +360,7 @@ impl CampaignService for CampaignApi {
                 "name": name, "theme": theme.code(), "starts_on": starts_on, "ends_on": ends_on,
                 "max_attempts": max_attempts, "calling_policy": policy_json,
                 "override_reason": r.calling_policy_override_reason.trim(),
+                "pacing_ratio": pacing_ratio, "priority_rule": priority_rule,
             }),
         )
         .await
@@ -374,6 +431,14 @@ impl CampaignService for CampaignApi {
     ) -> Result<Response<pb::Campaign>, Status> {
         self.transition(req, &["active"], "paused", "pause").await
     }
+
+    async fn cancel_campaign(
+        &self,
+        req: Request<pb::CampaignTransitionRequest>,
+    ) -> Result<Response<pb::Campaign>, Status> {
+        self.transition(req, &["draft", "active", "paused"], "cancelled", "cancel")
+            .await
+    }
 }
 
 #[cfg(test)]
@@ -396,5 +461,22 @@ mod tests {
             .message()
             .starts_with("calling_policy: policy.outside_legal_hours"));
         assert!(parse_policy("{not json", "x").is_err());
+    }
+
+    #[test]
+    fn pacing_and_priority_rules_are_validated() {
+        assert_eq!(parse_pacing(0.0).unwrap(), DEFAULT_PACING_RATIO);
+        assert_eq!(parse_pacing(-3.0).unwrap(), -1.0);
+        assert_eq!(parse_pacing(1.5).unwrap(), 1.5);
+        assert!(parse_pacing(f64::NAN).is_err());
+        assert!(parse_pacing(f64::INFINITY).is_err());
+        let err = parse_pacing(51.0).unwrap_err();
+        assert!(err.message().starts_with("pacing_ratio: range: "));
+        assert_eq!(parse_priority_rule("").unwrap(), "");
+        assert_eq!(parse_priority_rule(" FIFO ").unwrap(), "fifo");
+        let err = parse_priority_rule("youngest").unwrap_err();
+        assert!(err
+            .message()
+            .starts_with("priority_rule: priority_rule.unknown: "));
     }
 }

@@ -3,11 +3,12 @@
 //! dialer and `ContactClosed` when a contact is finished.
 
 mod campaigns;
-mod planning;
+pub(crate) mod planning;
 
 use anyhow::Result;
 use cnmas_bus::ConsumerSpec;
 use cnmas_domain::calendar::HolidayCalendar;
+use cnmas_domain::clock::{self, Clock};
 use cnmas_proto::scheduler::campaign_service_server::CampaignServiceServer;
 use cnmas_runtime::config::{parse_var, var};
 use cnmas_runtime::service::{Base, Running};
@@ -44,9 +45,22 @@ impl Config {
 pub(crate) struct State {
     pub base: Base,
     pub calendar: HolidayCalendar,
+    /// The time every rule uses (the ticker, retries, the end of campaigns).
+    pub clock: Arc<dyn Clock>,
 }
 
+/// Starts the scheduler on the system clock.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
+    start_with_clock(config, clock::system(), shutdown).await
+}
+
+/// Starts the scheduler on the given clock (tests move time with a
+/// [`cnmas_domain::clock::FixedClock`]).
+pub async fn start_with_clock(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) -> Result<Running> {
     let base = Base::boot(
         SERVICE,
         &config.common,
@@ -61,9 +75,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let state = Arc::new(State {
         base: base.clone(),
         calendar,
+        clock: clock.clone(),
     });
 
-    let planner = Arc::new(planning::Planner);
+    let planner = Arc::new(planning::Planner { clock });
     base.spawn_consumer(
         ConsumerSpec::new(SERVICE, "scheduler_consent", "cnmas.evt.v1.consent.>"),
         planner.clone(),

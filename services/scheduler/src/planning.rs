@@ -6,12 +6,13 @@ use crate::State;
 use chrono::{DateTime, NaiveDate, Utc};
 use cnmas_bus::{subjects, BatchHandler, HandlerError, Incoming, Outbox, Verdict};
 use cnmas_domain::calendar::{next_open_window, CallingPolicy, Place};
+use cnmas_domain::clock::Clock;
 use cnmas_domain::geo::{Department, Territory};
 use cnmas_domain::outcome::{AttemptOutcome, Channel, FinalStatus};
 use cnmas_domain::retry::{self, Decision, PersonAttempt, PressureRule, RetryPolicy};
 use cnmas_domain::theme::Theme;
 use cnmas_proto::consent::{ConsentChanged, ContactCleared};
-use cnmas_proto::dialer::{AttemptRecorded, CallReturned};
+use cnmas_proto::dialer::{AttemptRecorded, CallReturned, CampaignStaffing};
 use cnmas_proto::scheduler::{CallDue, ContactClosed};
 use cnmas_proto::support::{
     channel_from_proto, derived_id, envelope, final_status_to_proto, from_timestamp,
@@ -24,7 +25,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
-pub struct Planner;
+pub struct Planner {
+    pub clock: Arc<dyn Clock>,
+}
 
 /// One contact's plan, as loaded for a batch.
 #[derive(Debug, Clone)]
@@ -47,6 +50,7 @@ enum Event {
     Attempt(AttemptRecorded),
     Returned(CallReturned),
     Consent(ConsentChanged),
+    Staffing(CampaignStaffing),
     Ignored,
 }
 
@@ -57,6 +61,7 @@ fn decode(m: &Incoming) -> Result<Event, prost::DecodeError> {
         "attempt_recorded" => Event::Attempt(AttemptRecorded::decode(m.payload.clone())?),
         "call_returned" => Event::Returned(CallReturned::decode(m.payload.clone())?),
         "consent_changed" => Event::Consent(ConsentChanged::decode(m.payload.clone())?),
+        "campaign_staffing" => Event::Staffing(CampaignStaffing::decode(m.payload.clone())?),
         _ => Event::Ignored,
     })
 }
@@ -83,7 +88,8 @@ impl BatchHandler for Planner {
                 }
             }
         }
-        insert_cleared(tx, &events).await?;
+        insert_cleared(tx, &events, self.clock.now()).await?;
+        save_staffing(tx, &events).await?;
 
         // Everything else changes existing plans: load them once, apply in order, write once.
         let mut contact_ids = Vec::new();
@@ -111,7 +117,7 @@ impl BatchHandler for Planner {
         .map(|r| (r.get("campaign_id"), r.get("max_attempts")))
         .collect();
 
-        let now = Utc::now();
+        let now = self.clock.now();
         let mut person_attempts: Vec<(String, DateTime<Utc>, bool, String)> = Vec::new();
         for (i, e) in events.iter().enumerate() {
             match e {
@@ -197,7 +203,7 @@ impl BatchHandler for Planner {
                         }
                     }
                 }
-                Event::Cleared(_) | Event::Ignored => {}
+                Event::Cleared(_) | Event::Staffing(_) | Event::Ignored => {}
             }
         }
         save_plans(tx, plans.values().filter(|p| p.changed)).await?;
@@ -235,6 +241,17 @@ fn multiunzip<A, B, C, D>(v: Vec<(A, B, C, D)>) -> Unzipped4<A, B, C, D> {
 
 /// Closes a plan and announces it.
 fn close(plan: &mut Plan, status: FinalStatus, reason: &str, outbox: &mut Outbox, cause: &str) {
+    close_at(plan, status, reason, outbox, cause, Utc::now())
+}
+
+fn close_at(
+    plan: &mut Plan,
+    status: FinalStatus,
+    reason: &str,
+    outbox: &mut Outbox,
+    cause: &str,
+    now: DateTime<Utc>,
+) {
     plan.status = "closed".into();
     plan.final_status = Some(status.code().into());
     plan.next_due_at = None;
@@ -247,7 +264,7 @@ fn close(plan: &mut Plan, status: FinalStatus, reason: &str, outbox: &mut Outbox
             &plan.fund_code,
             &plan.campaign_id.to_string(),
             cause,
-            Utc::now(),
+            now,
         )),
         contact_id,
         final_status: final_status_to_proto(status) as i32,
@@ -274,7 +291,66 @@ struct PlanRows {
     priorities: Vec<i64>,
 }
 
-async fn insert_cleared(tx: &mut PgConnection, events: &[Event]) -> Result<(), HandlerError> {
+/// Keeps the latest staffing of each campaign (by the dialer's `at`; older reports that arrive
+/// late are ignored).
+async fn save_staffing(tx: &mut PgConnection, events: &[Event]) -> Result<(), HandlerError> {
+    let mut latest: HashMap<Uuid, (i32, i32, DateTime<Utc>)> = HashMap::new();
+    for e in events {
+        let Event::Staffing(s) = e else { continue };
+        let (Some(campaign), Some(at)) = (
+            parse_uuid(&s.campaign_id),
+            s.at.as_ref().and_then(from_timestamp),
+        ) else {
+            continue;
+        };
+        let row = (
+            i32::try_from(s.agents_available).unwrap_or(i32::MAX),
+            i32::try_from(s.agents_signed_in).unwrap_or(i32::MAX),
+            at,
+        );
+        latest
+            .entry(campaign)
+            .and_modify(|old| {
+                if old.2 < at {
+                    *old = row
+                }
+            })
+            .or_insert(row);
+    }
+    if latest.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::new();
+    let mut available = Vec::new();
+    let mut signed_in = Vec::new();
+    let mut ats = Vec::new();
+    for (id, (a, s, at)) in latest {
+        ids.push(id);
+        available.push(a);
+        signed_in.push(s);
+        ats.push(at);
+    }
+    sqlx::query(
+        "INSERT INTO campaign_staffing (campaign_id, agents_available, agents_signed_in, at)
+         SELECT * FROM UNNEST($1::uuid[], $2::int[], $3::int[], $4::timestamptz[])
+         ON CONFLICT (campaign_id) DO UPDATE SET agents_available = EXCLUDED.agents_available,
+             agents_signed_in = EXCLUDED.agents_signed_in, at = EXCLUDED.at
+         WHERE campaign_staffing.at < EXCLUDED.at",
+    )
+    .bind(ids)
+    .bind(available)
+    .bind(signed_in)
+    .bind(ats)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn insert_cleared(
+    tx: &mut PgConnection,
+    events: &[Event],
+    now: DateTime<Utc>,
+) -> Result<(), HandlerError> {
     let mut cols = PlanRows::default();
     for e in events {
         let Event::Cleared(c) = e else { continue };
@@ -302,7 +378,7 @@ async fn insert_cleared(tx: &mut PgConnection, events: &[Event]) -> Result<(), H
     sqlx::query(
         "INSERT INTO plans (contact_id, campaign_id, fund_code, person_key, theme, territory,
              department, priority_key, status, next_due_at)
-         SELECT c, k, f, p, t, tr, d, pr, 'planned', now()
+         SELECT c, k, f, p, t, tr, d, pr, 'planned', $9
          FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
                      $7::text[], $8::bigint[]) AS x(c, k, f, p, t, tr, d, pr)
          ON CONFLICT (contact_id) DO NOTHING",
@@ -315,6 +391,7 @@ async fn insert_cleared(tx: &mut PgConnection, events: &[Event]) -> Result<(), H
     .bind(cols.territories)
     .bind(cols.departments)
     .bind(cols.priorities)
+    .bind(now)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -405,13 +482,13 @@ pub async fn run_ticker(state: Arc<State>, tick: Duration) {
     let mut last_end_check = std::time::Instant::now() - Duration::from_secs(3600);
     loop {
         let mut released_full_batch = false;
-        match release_due(&state, Utc::now()).await {
+        match release_due(&state, state.clock.now()).await {
             Ok(n) => released_full_batch = n as i64 >= RELEASE_BATCH,
             Err(e) => tracing::warn!(error = %e, "releasing due calls failed; will retry"),
         }
         if last_end_check.elapsed() > Duration::from_secs(10) {
             last_end_check = std::time::Instant::now();
-            if let Err(e) = end_campaigns(&state, Utc::now()).await {
+            if let Err(e) = end_campaigns(&state, state.clock.now()).await {
                 tracing::warn!(error = %e, "closing ended campaigns failed; will retry");
             }
         }
@@ -432,24 +509,78 @@ fn place_of(department: &str, territory: &str) -> Option<Place> {
     territory.parse::<Territory>().ok().map(Place::Territory)
 }
 
-/// One transaction: the most urgent due plans of active campaigns, each either released as a
-/// `CallDue` (its window is open now and the person's pressure limits allow it) or moved to the
-/// next time it may be called. Returns how many plans were examined.
+/// Advisory-lock class of the release of one campaign's calls (the second key is a hash of
+/// the campaign id): one scheduler replica at a time computes a campaign's pacing budget.
+const RELEASE_LOCK_CLASS: i32 = 0x5343_4844;
+
+/// Staffing older than this is not trusted (the dialer reports every few seconds): a campaign
+/// whose dialer went silent gets no more calls.
+const STAFFING_STALE_MINUTES: i32 = 5;
+
+/// One transaction: the most urgent due plans of active campaigns, within each campaign's
+/// pacing budget, each either released as a `CallDue` (its window is open now and the person's
+/// pressure limits allow it), moved to the next time it may be called, or closed when it can
+/// never be called. Returns how many plans were examined.
+///
+/// Pacing: a campaign keeps at most `max(1, ceil(pacing_ratio × agents_available))` calls
+/// queued in the dialer (plans in status `queued`, leased ones included); without staffing or
+/// with no agent available it gets none. A negative ratio disables pacing.
 pub(crate) async fn release_due(state: &State, now: DateTime<Utc>) -> Result<usize, sqlx::Error> {
     let mut tx = state.base.pool.begin().await?;
+    // First statement: lock the campaigns this replica releases for. Another replica busy with
+    // a campaign skips it; the budgets below are computed in a later statement, so they see
+    // everything the previous holder of the lock committed.
+    let campaigns: Vec<Uuid> = sqlx::query_scalar(
+        "WITH active AS MATERIALIZED (
+             SELECT campaign_id FROM campaigns
+             WHERE state = 'active' AND starts_on <= ($1 AT TIME ZONE 'Europe/Paris')::date)
+         SELECT campaign_id FROM active
+         WHERE pg_try_advisory_xact_lock($2, hashtext(campaign_id::text))",
+    )
+    .bind(now)
+    .bind(RELEASE_LOCK_CLASS)
+    .fetch_all(&mut *tx)
+    .await?;
+    if campaigns.is_empty() {
+        return Ok(0);
+    }
     let rows = sqlx::query(
-        "SELECT p.contact_id, p.campaign_id, p.fund_code, p.person_key, p.territory,
-                p.department, p.priority_key, p.attempts, p.callback_agent_id,
-                c.calling_policy
-         FROM plans p JOIN campaigns c ON c.campaign_id = p.campaign_id
-         WHERE p.status = 'planned' AND p.next_due_at <= $1 AND c.state = 'active'
-           AND c.starts_on <= ($1 AT TIME ZONE 'Europe/Paris')::date
-         ORDER BY p.priority_key, p.arrival
-         LIMIT $2
+        "WITH budgets AS (
+             SELECT c.campaign_id, c.priority_rule,
+                    CASE WHEN c.pacing_ratio < 0 THEN $3::bigint
+                         WHEN coalesce(s.agents_available, 0) <= 0 THEN 0
+                         ELSE greatest(1, ceil(c.pacing_ratio * s.agents_available))::bigint
+                              - (SELECT count(*) FROM plans q
+                                 WHERE q.campaign_id = c.campaign_id AND q.status = 'queued')
+                    END AS budget
+             FROM campaigns c
+             LEFT JOIN campaign_staffing s ON s.campaign_id = c.campaign_id
+                 AND s.at > $1 - make_interval(mins => $4)
+             WHERE c.campaign_id = ANY($2)),
+         ranked AS (
+             SELECT p.contact_id, b.budget,
+                    row_number() OVER (
+                        PARTITION BY p.campaign_id
+                        ORDER BY (p.callback_agent_id IS NULL),
+                                 CASE WHEN b.priority_rule = 'fifo' THEN 0 ELSE p.priority_key END,
+                                 p.arrival) AS rank
+             FROM plans p JOIN budgets b ON b.campaign_id = p.campaign_id
+             WHERE p.status = 'planned' AND p.next_due_at <= $1 AND b.budget > 0)
+         SELECT p.contact_id, p.campaign_id, p.fund_code, p.person_key, p.territory,
+                p.department, p.priority_key, p.arrival, p.attempts, p.callback_agent_id,
+                c.calling_policy, c.priority_rule
+         FROM ranked r
+         JOIN plans p ON p.contact_id = r.contact_id
+         JOIN campaigns c ON c.campaign_id = p.campaign_id
+         WHERE r.rank <= r.budget AND p.status = 'planned'
+         ORDER BY r.rank, p.campaign_id
+         LIMIT $3
          FOR UPDATE OF p SKIP LOCKED",
     )
     .bind(now)
+    .bind(&campaigns)
     .bind(RELEASE_BATCH)
+    .bind(STAFFING_STALE_MINUTES)
     .fetch_all(&mut *tx)
     .await?;
     if rows.is_empty() {
@@ -482,6 +613,7 @@ pub(crate) async fn release_due(state: &State, now: DateTime<Utc>) -> Result<usi
     let mut queued = Vec::new();
     let mut replanned: (Vec<Uuid>, Vec<DateTime<Utc>>) = Default::default();
     let mut outbox = Outbox::new();
+    let mut closed = Vec::new();
     let n = rows.len();
     for r in rows {
         let contact_id: Uuid = r.get("contact_id");
@@ -493,11 +625,31 @@ pub(crate) async fn release_due(state: &State, now: DateTime<Utc>) -> Result<usi
         });
         let person_key: String = r.get("person_key");
         let Some(place) = place_of(r.get("department"), r.get("territory")) else {
-            // Intake always gives a territory; without one nobody may be called. Park it far
-            // away rather than call at an unknown local time.
-            tracing::error!(%contact_id, "contact without a known territory is not called");
-            replanned.0.push(contact_id);
-            replanned.1.push(now + chrono::Duration::days(365));
+            // Without a territory the local time is unknown: the person is never called, and
+            // the fund learns it through the contact's final result.
+            tracing::warn!(%contact_id, "contact without a known territory closed, not called");
+            let mut plan = Plan {
+                contact_id,
+                campaign_id,
+                fund_code: r.get("fund_code"),
+                theme: String::new(),
+                person_key,
+                status: String::new(),
+                attempts: r.get("attempts"),
+                next_due_at: None,
+                callback_agent_id: None,
+                final_status: None,
+                changed: true,
+            };
+            close_at(
+                &mut plan,
+                FinalStatus::NotReached,
+                "territory.unknown",
+                &mut outbox,
+                &contact_id.to_string(),
+                now,
+            );
+            closed.push(contact_id);
             continue;
         };
         let allowed = history
@@ -523,7 +675,12 @@ pub(crate) async fn release_due(state: &State, now: DateTime<Utc>) -> Result<usi
                     attempt_number,
                     due_at: Some(timestamp(now)),
                     window_end: Some(timestamp(end)),
-                    priority_key: r.get("priority_key"),
+                    // The dialer serves its queue by this key: under "fifo" it is the arrival.
+                    priority_key: if r.get::<&str, _>("priority_rule") == "fifo" {
+                        r.get("arrival")
+                    } else {
+                        r.get("priority_key")
+                    },
                     time_zone: place.time_zone().name().to_string(),
                     territory: place.territory().code().to_string(),
                     department: place.department_code().unwrap_or_default().to_string(),
@@ -552,6 +709,17 @@ pub(crate) async fn release_due(state: &State, now: DateTime<Utc>) -> Result<usi
         .execute(&mut *tx)
         .await?;
     }
+    if !closed.is_empty() {
+        sqlx::query(
+            "UPDATE plans SET status = 'closed', final_status = $2, next_due_at = NULL,
+                 callback_agent_id = NULL, updated_at = now()
+             WHERE contact_id = ANY($1)",
+        )
+        .bind(&closed)
+        .bind(FinalStatus::NotReached.code())
+        .execute(&mut *tx)
+        .await?;
+    }
     if !replanned.0.is_empty() {
         sqlx::query(
             "UPDATE plans SET next_due_at = x.d, updated_at = now()
@@ -565,6 +733,9 @@ pub(crate) async fn release_due(state: &State, now: DateTime<Utc>) -> Result<usi
     }
     outbox.flush(&mut tx).await?;
     tx.commit().await?;
+    if !closed.is_empty() {
+        state.base.relay.wake();
+    }
     if !queued.is_empty() {
         metrics::counter!("cnmas_scheduler_calls_released_total").increment(queued.len() as u64);
         state.base.relay.wake();
@@ -585,47 +756,29 @@ pub(crate) async fn end_campaigns(state: &State, now: DateTime<Utc>) -> Result<(
     .await?;
     for campaign_id in ended {
         let mut tx = state.base.pool.begin().await?;
-        let open = sqlx::query(
-            "UPDATE plans SET status = 'closed', final_status = $2, next_due_at = NULL,
-                 updated_at = now()
-             WHERE campaign_id = $1 AND status <> 'closed'
-             RETURNING contact_id, fund_code, attempts",
-        )
-        .bind(campaign_id)
-        .bind(FinalStatus::CampaignEnded.code())
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut outbox = Outbox::new();
-        for r in open {
-            let mut plan = Plan {
-                contact_id: r.get("contact_id"),
-                campaign_id,
-                fund_code: r.get("fund_code"),
-                theme: String::new(),
-                person_key: String::new(),
-                status: String::new(),
-                attempts: r.get("attempts"),
-                next_due_at: None,
-                callback_agent_id: None,
-                final_status: None,
-                changed: false,
-            };
-            close(
-                &mut plan,
-                FinalStatus::CampaignEnded,
-                "campaign.ended",
-                &mut outbox,
-                &campaign_id.to_string(),
-            );
-        }
-        sqlx::query(
+        // The state guard makes this safe against a concurrent cancel or another replica.
+        let still_open = sqlx::query(
             "UPDATE campaigns SET state = 'completed', version = version + 1, updated_at = now()
-             WHERE campaign_id = $1",
+             WHERE campaign_id = $1 AND state IN ('draft', 'active', 'paused')",
         )
         .bind(campaign_id)
         .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if still_open == 0 {
+            continue;
+        }
+        let closed = close_open_plans(
+            &mut tx,
+            campaign_id,
+            FinalStatus::CampaignEnded,
+            "campaign.ended",
+            now,
+        )
         .await?;
-        outbox.flush(&mut tx).await?;
+        if closed > 0 {
+            tracing::info!(%campaign_id, closed, "campaign ended: open contacts closed");
+        }
         crate::campaigns::record_change(
             &mut tx,
             campaign_id,
@@ -638,4 +791,52 @@ pub(crate) async fn end_campaigns(state: &State, now: DateTime<Utc>) -> Result<(
         state.base.relay.wake();
     }
     Ok(())
+}
+
+/// Closes every open plan of a campaign with `status` (`reason`: a stable code) and announces
+/// each closure with a `ContactClosed`, in the caller's transaction. Returns how many closed.
+pub(crate) async fn close_open_plans(
+    tx: &mut PgConnection,
+    campaign_id: Uuid,
+    status: FinalStatus,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<usize, sqlx::Error> {
+    let open = sqlx::query(
+        "UPDATE plans SET status = 'closed', final_status = $2, next_due_at = NULL,
+             updated_at = now()
+         WHERE campaign_id = $1 AND status <> 'closed'
+         RETURNING contact_id, fund_code, attempts",
+    )
+    .bind(campaign_id)
+    .bind(status.code())
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut outbox = Outbox::new();
+    let n = open.len();
+    for r in open {
+        let mut plan = Plan {
+            contact_id: r.get("contact_id"),
+            campaign_id,
+            fund_code: r.get("fund_code"),
+            theme: String::new(),
+            person_key: String::new(),
+            status: String::new(),
+            attempts: r.get("attempts"),
+            next_due_at: None,
+            callback_agent_id: None,
+            final_status: None,
+            changed: false,
+        };
+        close_at(
+            &mut plan,
+            status,
+            reason,
+            &mut outbox,
+            &campaign_id.to_string(),
+            now,
+        );
+    }
+    outbox.flush(tx).await?;
+    Ok(n)
 }

@@ -1,0 +1,706 @@
+//! Campaigns (issue 4) against the real PostgreSQL and NATS: cancel and end, pacing, priority,
+//! callbacks, retries and the cross-campaign pressure limits, and contacts without a territory.
+//!
+//! No test asserts timings: every wait is "eventually", and moving time uses the scheduler's
+//! clock. Some tests publish the dialer's events (`AttemptRecorded`) themselves, with times in
+//! the past, to exercise the retry and pressure rules without waiting hours.
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Duration as Days, Utc};
+use cnmas_bus::subjects;
+use cnmas_domain::clock::{Clock, FixedClock};
+use cnmas_proto::common::{AttemptOutcome, FinalStatus, Theme};
+use cnmas_proto::dialer::agent_service_client::AgentServiceClient;
+use cnmas_proto::dialer::{
+    disposition::Kind, next_call_response, AttemptRecorded, Callback, Disposition, LeasedCall,
+    NextCallRequest, NotReached, RecordOutcomeRequest,
+};
+use cnmas_proto::results::ContactResult;
+use cnmas_proto::scheduler::{CampaignTransitionRequest, CreateCampaignRequest};
+use cnmas_proto::support::{envelope, timestamp};
+use cnmas_runtime::auth::Role;
+use cnmas_runtime::CommonConfig;
+use cnmas_system_tests::{eventually, people, take, Authed, System, JWT_SECRET};
+use sqlx::PgPool;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const FUND: &str = "751";
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A campaign callable at any hour (audited override) with the given pacing and priority rule,
+/// activated and assigned to `agents`.
+async fn campaign(
+    system: &System,
+    max_attempts: u32,
+    pacing_ratio: f64,
+    priority_rule: &str,
+    agents: &[&str],
+) -> Result<String> {
+    let mut client = system
+        .campaigns(system.token(Role::Fund, Some(FUND), None))
+        .await?;
+    let today = Utc::now().date_naive();
+    let c = client
+        .create_campaign(CreateCampaignRequest {
+            fund_code: FUND.into(),
+            name: "Campagne grippe".into(),
+            theme: Theme::FluVaccination as i32,
+            starts_on: (today - Days::days(1)).to_string(),
+            ends_on: (today + Days::days(30)).to_string(),
+            presented_number: "+33947500000".into(),
+            max_attempts,
+            calling_policy: "all_hours".into(),
+            calling_policy_override_reason: "automated test at any hour".into(),
+            pacing_ratio,
+            priority_rule: priority_rule.into(),
+        })
+        .await?
+        .into_inner();
+    client
+        .activate_campaign(CampaignTransitionRequest {
+            campaign_id: c.campaign_id.clone(),
+            reason: "test".into(),
+        })
+        .await?;
+    let mut admin = system.dialer_admin().await?;
+    for a in agents {
+        admin
+            .upsert_agent(cnmas_proto::dialer::UpsertAgentRequest {
+                agent_id: a.to_string(),
+                display_name: format!("Agent {a}"),
+                team: "test".into(),
+            })
+            .await?;
+        admin
+            .assign_campaign(cnmas_proto::dialer::AssignCampaignRequest {
+                agent_id: a.to_string(),
+                campaign_id: c.campaign_id.clone(),
+                revoke: false,
+            })
+            .await?;
+    }
+    Ok(c.campaign_id)
+}
+
+async fn next_call(agent: &mut AgentServiceClient<Authed>) -> Result<Option<LeasedCall>> {
+    let r = agent.next_call(NextCallRequest {}).await?.into_inner();
+    Ok(match r.result {
+        Some(next_call_response::Result::Call(c)) => Some(c),
+        _ => None,
+    })
+}
+
+async fn lease(agent: &mut AgentServiceClient<Authed>) -> Result<LeasedCall> {
+    eventually(WAIT, "a due call", || {
+        let mut a = agent.clone();
+        async move { next_call(&mut a).await }
+    })
+    .await
+}
+
+async fn record(agent: &mut AgentServiceClient<Authed>, call: &LeasedCall, kind: Kind) -> Result<()> {
+    agent
+        .record_outcome(RecordOutcomeRequest {
+            lease_id: call.lease.clone().unwrap_or_default().lease_id,
+            disposition: Some(Disposition { kind: Some(kind) }),
+        })
+        .await?;
+    Ok(())
+}
+
+fn wrong_number() -> Kind {
+    Kind::NotReached(NotReached {
+        reason: AttemptOutcome::WrongNumber as i32,
+    })
+}
+
+fn name_of(call: &LeasedCall) -> String {
+    call.card.clone().unwrap_or_default().display_name
+}
+
+async fn count(pool: &PgPool, campaign: &str, status: &str) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM plans WHERE campaign_id = $1::uuid AND status = $2",
+    )
+    .bind(campaign)
+    .bind(status)
+    .fetch_one(pool)
+    .await?)
+}
+
+async fn all_plans(pool: &PgPool, campaign: &str) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM plans WHERE campaign_id = $1::uuid")
+            .bind(campaign)
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// Waits until the scheduler planned `n` contacts of the campaign.
+async fn planned(pool: &PgPool, campaign: &str, n: i64) -> Result<()> {
+    eventually(WAIT, "contacts in the plan", || async move {
+        Ok((all_plans(pool, campaign).await? >= n).then_some(()))
+    })
+    .await
+}
+
+/// Publishes an attempt as the dialer would.
+async fn publish_attempt(
+    system: &System,
+    campaign: &str,
+    contact_id: Uuid,
+    person_key: &str,
+    number: u32,
+    outcome: AttemptOutcome,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    let id = Uuid::new_v4().to_string();
+    let msg = AttemptRecorded {
+        envelope: Some(envelope(id.clone(), FUND, campaign, &id, at)),
+        attempt_id: id.clone(),
+        call_id: format!("call-{contact_id}-{number}"),
+        contact_id: contact_id.to_string(),
+        attempt_number: number,
+        agent_id: "agent-x".into(),
+        leased_at: Some(timestamp(at)),
+        recorded_at: Some(timestamp(at)),
+        outcome: outcome as i32,
+        callback_at: None,
+        callback_with_same_agent: false,
+        person_key: person_key.into(),
+    };
+    system
+        .publisher
+        .publish(&subjects::event("dialer", "attempt_recorded"), &id, &msg)
+        .await?;
+    Ok(())
+}
+
+/// The (contact, person) planned for a campaign, once there.
+async fn the_plan(pool: &PgPool, campaign: &str) -> Result<(Uuid, String)> {
+    eventually(WAIT, "the contact's plan", || async move {
+        Ok(sqlx::query_as::<_, (Uuid, String)>(
+            "SELECT contact_id, person_key FROM plans WHERE campaign_id = $1::uuid",
+        )
+        .bind(campaign)
+        .fetch_optional(pool)
+        .await?)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn cancelling_closes_every_open_contact_and_empties_the_queue() -> Result<()> {
+    let system = System::start().await?;
+    let campaign = system
+        .active_campaign(FUND, Theme::FluVaccination, &["agent-1"])
+        .await?;
+    let mut results = system.fund_consumer(FUND, "result", "fund_cancel").await?;
+    system
+        .submit(FUND, &campaign, "sub-c", (0..4).map(people::flu).collect())
+        .await?;
+    let dialer = PgPool::connect(system.database_url("dialer-queue")).await?;
+    eventually(WAIT, "four calls queued", || {
+        let dialer = dialer.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM queue")
+                .fetch_one(&dialer)
+                .await?;
+            Ok((n == 4).then_some(()))
+        }
+    })
+    .await?;
+
+    // A fund cannot cancel another fund's campaign, not even learn it exists.
+    let mut other = system
+        .campaigns(system.token(Role::Fund, Some("131"), None))
+        .await?;
+    let err = other
+        .cancel_campaign(CampaignTransitionRequest {
+            campaign_id: campaign.clone(),
+            reason: "not mine".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+
+    let mut client = system
+        .campaigns(system.token(Role::Fund, Some(FUND), None))
+        .await?;
+    let cancelled = client
+        .cancel_campaign(CampaignTransitionRequest {
+            campaign_id: campaign.clone(),
+            reason: "vaccine shortage".into(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        cancelled.state,
+        cnmas_proto::scheduler::CampaignState::Cancelled as i32
+    );
+    // A cancelled campaign stays cancelled.
+    let again = client
+        .activate_campaign(CampaignTransitionRequest {
+            campaign_id: campaign.clone(),
+            reason: "oops".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition);
+
+    let got: Vec<(String, ContactResult)> = take(&results, 4, WAIT).await?;
+    for (_, r) in &got {
+        assert_eq!(r.final_status, FinalStatus::CampaignCancelled as i32);
+    }
+    eventually(WAIT, "the queue emptied", || {
+        let dialer = dialer.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM queue")
+                .fetch_one(&dialer)
+                .await?;
+            Ok((n == 0).then_some(()))
+        }
+    })
+    .await?;
+    let scheduler = PgPool::connect(system.database_url("scheduler")).await?;
+    assert_eq!(count(&scheduler, &campaign, "closed").await?, 4);
+    let audit: (String, String, String) = sqlx::query_as(
+        "SELECT actor, detail->>'contacts_closed', detail->>'reason' FROM campaign_audit
+         WHERE campaign_id = $1::uuid AND action = 'cancel'",
+    )
+    .bind(&campaign)
+    .fetch_one(&scheduler)
+    .await?;
+    assert_eq!(audit, (FUND.into(), "4".into(), "vaccine shortage".into()));
+    drop(results);
+    system.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn pacing_keeps_twice_the_available_agents_queued_and_refills_as_calls_end() -> Result<()> {
+    let system = System::start().await?;
+    let campaign = campaign(&system, 3, 2.0, "", &["pa-1", "pa-2"]).await?;
+    // Pacing disabled: everything due is released at once, with no agent at all.
+    let unpaced = campaign_without_agents(&system, -1.0).await?;
+    let scheduler = PgPool::connect(system.database_url("scheduler")).await?;
+    system
+        .submit(FUND, &campaign, "sub-p", (0..10).map(people::flu).collect())
+        .await?;
+    system
+        .submit(FUND, &unpaced, "sub-u", (10..16).map(people::flu).collect())
+        .await?;
+    planned(&scheduler, &campaign, 10).await?;
+    eventually(WAIT, "every unpaced call released", || {
+        let s = scheduler.clone();
+        let u = unpaced.clone();
+        async move { Ok((count(&s, &u, "queued").await? == 6).then_some(())) }
+    })
+    .await?;
+    // Nobody is available on the paced campaign yet: nothing of it was released.
+    assert_eq!(count(&scheduler, &campaign, "queued").await?, 0);
+
+    // Watch the queue of the paced campaign for the whole test.
+    let most = Arc::new(AtomicI64::new(0));
+    let stop = CancellationToken::new();
+    let watcher = tokio::spawn({
+        let (s, c, most, stop) = (scheduler.clone(), campaign.clone(), most.clone(), stop.clone());
+        async move {
+            while !stop.is_cancelled() {
+                if let Ok(n) = count(&s, &c, "queued").await {
+                    most.fetch_max(n, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    });
+
+    let mut a1 = system.agent("pa-1").await?;
+    let mut a2 = system.agent("pa-2").await?;
+    // Asking for a call makes both agents available; the dialer reports it.
+    next_call(&mut a1).await?;
+    next_call(&mut a2).await?;
+    eventually(WAIT, "four calls queued", || {
+        let s = scheduler.clone();
+        let c = campaign.clone();
+        async move { Ok((count(&s, &c, "queued").await? == 4).then_some(())) }
+    })
+    .await?;
+    let mut handled = 0;
+    while handled < 10 {
+        for agent in [&mut a1, &mut a2] {
+            if handled < 10 {
+                let call = lease(agent).await?;
+                record(agent, &call, wrong_number()).await?;
+                handled += 1;
+            }
+        }
+    }
+    eventually(WAIT, "every contact closed", || {
+        let s = scheduler.clone();
+        let c = campaign.clone();
+        async move { Ok((count(&s, &c, "closed").await? == 10).then_some(())) }
+    })
+    .await?;
+    stop.cancel();
+    watcher.await?;
+    let most = most.load(Ordering::SeqCst);
+    assert!(most <= 4, "at most 2 × 2 agents queued, saw {most}");
+    assert_eq!(count(&scheduler, &unpaced, "queued").await?, 6);
+    system.stop().await;
+    Ok(())
+}
+
+async fn campaign_without_agents(system: &System, pacing_ratio: f64) -> Result<String> {
+    campaign(system, 3, pacing_ratio, "", &[]).await
+}
+
+/// The order in which one agent receives the calls of a campaign paced to one call at a time.
+async fn order_served(system: &System, rule: &str, agent_id: &str, people: &[usize]) -> Result<Vec<String>> {
+    let campaign = campaign(system, 3, 0.5, rule, &[agent_id]).await?;
+    let scheduler = PgPool::connect(system.database_url("scheduler")).await?;
+    system
+        .submit(
+            FUND,
+            &campaign,
+            &format!("sub-{rule}-{agent_id}"),
+            people.iter().map(|i| people::flu(*i)).collect(),
+        )
+        .await?;
+    // Everyone is planned before the agent shows up, so the order is the campaign's.
+    planned(&scheduler, &campaign, people.len() as i64).await?;
+    let mut agent = system.agent(agent_id).await?;
+    let mut order = Vec::new();
+    for _ in people {
+        let call = lease(&mut agent).await?;
+        order.push(name_of(&call));
+        record(&mut agent, &call, wrong_number()).await?;
+    }
+    Ok(order)
+}
+
+#[tokio::test]
+async fn a_campaign_orders_its_calls_by_its_priority_rule() -> Result<()> {
+    let system = System::start().await?;
+    // Born 1955, 1951, 1953, and 1951 again (same birth date as 1, arrived later).
+    let people = [5, 1, 3, 121];
+    let names = |ids: &[usize]| -> Vec<String> {
+        ids.iter().map(|i| format!("Camille Nom{i}")).collect()
+    };
+    let flu = order_served(&system, "", "pr-1", &people).await?;
+    assert_eq!(flu, names(&[1, 121, 3, 5]), "oldest first, then first come");
+    let fifo = order_served(&system, "fifo", "pr-2", &people).await?;
+    assert_eq!(fifo, names(&[5, 1, 3, 121]), "order of arrival");
+    system.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_callback_with_the_same_agent_comes_back_to_that_agent() -> Result<()> {
+    let system = System::start().await?;
+    let campaign = system
+        .active_campaign(FUND, Theme::FluVaccination, &["cb-1", "cb-2"])
+        .await?;
+    system
+        .submit(FUND, &campaign, "sub-cb", vec![people::flu(7)])
+        .await?;
+    let mut first = system.agent("cb-1").await?;
+    let mut second = system.agent("cb-2").await?;
+    let call = lease(&mut first).await?;
+    record(
+        &mut first,
+        &call,
+        Kind::Callback(Callback {
+            at: Some(timestamp(Utc::now() + Days::seconds(3))),
+            with_same_agent: true,
+        }),
+    )
+    .await?;
+    let dialer = PgPool::connect(system.database_url("dialer-queue")).await?;
+    eventually(WAIT, "the callback queued for its agent", || {
+        let d = dialer.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM queue WHERE callback_agent_id = 'cb-1' AND due_at <= now()",
+            )
+            .fetch_one(&d)
+            .await?;
+            Ok((n == 1).then_some(()))
+        }
+    })
+    .await?;
+    assert!(
+        next_call(&mut second).await?.is_none(),
+        "another agent does not get an agent-owned callback"
+    );
+    let back = lease(&mut first).await?;
+    assert_eq!(name_of(&back), name_of(&call));
+    assert_eq!(back.attempt_number, 2);
+    system.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn no_answer_up_to_the_maximum_closes_as_not_reached() -> Result<()> {
+    let system = System::start().await?;
+    let campaign = campaign_without_agents(&system, -1.0).await?;
+    let mut results = system.fund_consumer(FUND, "result", "fund_nr").await?;
+    let scheduler = PgPool::connect(system.database_url("scheduler")).await?;
+    system
+        .submit(FUND, &campaign, "sub-nr", vec![people::flu(9)])
+        .await?;
+    let (contact, person) = the_plan(&scheduler, &campaign).await?;
+    // Three attempts (the campaign's maximum), a day apart in the past: each retry is due.
+    for n in 1..=3u32 {
+        let at = Utc::now() - Days::days(i64::from(10 - n));
+        publish_attempt(&system, &campaign, contact, &person, n, AttemptOutcome::NoAnswer, at)
+            .await?;
+    }
+    let got: Vec<(String, ContactResult)> = take(&results, 1, WAIT).await?;
+    let r = &got[0].1;
+    assert_eq!(r.final_status, FinalStatus::NotReached as i32);
+    assert_eq!(r.attempts.len(), 3);
+    drop(results);
+    system.stop().await;
+    Ok(())
+}
+
+/// Publishes attempts of the person planned in `campaign`, then waits until they count.
+async fn attempts_in(
+    system: &System,
+    scheduler: &PgPool,
+    campaign: &str,
+    outcomes: &[(AttemptOutcome, i64)],
+) -> Result<(Uuid, String)> {
+    let (contact, person) = the_plan(scheduler, campaign).await?;
+    for (n, (outcome, days_ago)) in outcomes.iter().enumerate() {
+        let at = Utc::now() - Days::days(*days_ago);
+        publish_attempt(system, campaign, contact, &person, n as u32 + 1, *outcome, at).await?;
+    }
+    let expected = outcomes.len() as i32;
+    eventually(WAIT, "the attempts counted", || {
+        let s = scheduler.clone();
+        async move {
+            let n: i32 = sqlx::query_scalar("SELECT attempts FROM plans WHERE contact_id = $1")
+                .bind(contact)
+                .fetch_one(&s)
+                .await?;
+            Ok((n == expected).then_some(()))
+        }
+    })
+    .await?;
+    Ok((contact, person))
+}
+
+/// Waits until the plan is due no earlier than `after` (the pressure limits pushed it).
+async fn pushed_beyond(scheduler: &PgPool, contact: Uuid, after: DateTime<Utc>) -> Result<()> {
+    eventually(WAIT, "the plan deferred", || {
+        let s = scheduler.clone();
+        async move {
+            let (status, due): (String, Option<DateTime<Utc>>) =
+                sqlx::query_as("SELECT status, next_due_at FROM plans WHERE contact_id = $1")
+                    .bind(contact)
+                    .fetch_one(&s)
+                    .await?;
+            Ok((status == "planned" && due.is_some_and(|d| d > after)).then_some(()))
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_fifth_attempt_in_thirty_days_waits_across_campaigns() -> Result<()> {
+    let system = System::start().await?;
+    let first = campaign(&system, 3, -1.0, "", &[]).await?;
+    let second = campaign(&system, 5, -1.0, "", &[]).await?;
+    let scheduler = PgPool::connect(system.database_url("scheduler")).await?;
+    system.submit(FUND, &first, "sub-a", vec![people::flu(11)]).await?;
+    let no_answer = AttemptOutcome::NoAnswer;
+    // Three attempts in the first campaign (it closes as not reached)…
+    attempts_in(&system, &scheduler, &first, &[(no_answer, 6), (no_answer, 5), (no_answer, 4)])
+        .await?;
+    // …one in the second: the fourth in 30 days. Its retry is due, but a fifth must wait
+    // until the first attempt is 30 days old (24 days from now).
+    system.submit(FUND, &second, "sub-b", vec![people::flu(11)]).await?;
+    let (contact, _) = attempts_in(&system, &scheduler, &second, &[(no_answer, 2)]).await?;
+    pushed_beyond(&scheduler, contact, Utc::now() + Days::days(20)).await?;
+    system.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_refusal_in_conversation_silences_the_person_for_sixty_days() -> Result<()> {
+    let system = System::start().await?;
+    let first = campaign(&system, 3, -1.0, "", &[]).await?;
+    let second = campaign(&system, 3, -1.0, "", &[]).await?;
+    let scheduler = PgPool::connect(system.database_url("scheduler")).await?;
+    system.submit(FUND, &first, "sub-r1", vec![people::flu(13)]).await?;
+    attempts_in(&system, &scheduler, &first, &[(AttemptOutcome::RefusedInterview, 1)]).await?;
+    system.submit(FUND, &second, "sub-r2", vec![people::flu(13)]).await?;
+    let (contact, _) = the_plan(&scheduler, &second).await?;
+    pushed_beyond(&scheduler, contact, Utc::now() + Days::days(50)).await?;
+    system.stop().await;
+    Ok(())
+}
+
+/// Replaces the harness's scheduler by one on the given clock (same database and namespace).
+async fn scheduler_on(
+    system: &mut System,
+    clock: Arc<dyn Clock>,
+) -> Result<(CancellationToken, cnmas_runtime::service::Running)> {
+    system.stop_service("scheduler").await;
+    let shutdown = CancellationToken::new();
+    let common = CommonConfig {
+        namespace: system.ns.clone(),
+        nats_url: std::env::var("CNMAS_TEST_NATS_URL")
+            .unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+        nats_memory_storage: true,
+        database_url: system.database_url("scheduler").to_string(),
+        database_max_connections: 4,
+        grpc_addr: ([127, 0, 0, 1], 0).into(),
+        http_addr: ([127, 0, 0, 1], 0).into(),
+        jwt_secret: JWT_SECRET.into(),
+    };
+    let running = cnmas_scheduler::start_with_clock(
+        cnmas_scheduler::Config {
+            common,
+            holidays: None,
+            tick: Duration::from_millis(100),
+        },
+        clock,
+        shutdown.clone(),
+    )
+    .await
+    .context("scheduler on a test clock")?;
+    Ok((shutdown, running))
+}
+
+#[tokio::test]
+async fn after_the_end_date_open_contacts_close_as_campaign_ended() -> Result<()> {
+    let mut system = System::start().await?;
+    let campaign = campaign_without_agents(&system, 2.0).await?;
+    let mut results = system.fund_consumer(FUND, "result", "fund_end").await?;
+    let scheduler = PgPool::connect(system.database_url("scheduler")).await?;
+    system
+        .submit(FUND, &campaign, "sub-e", (20..23).map(people::flu).collect())
+        .await?;
+    planned(&scheduler, &campaign, 3).await?;
+    // The campaign ends in 30 days: move the scheduler's time 32 days ahead.
+    let clock = FixedClock::shifted(Days::days(32));
+    let (shutdown, running) = scheduler_on(&mut system, Arc::new(clock)).await?;
+    let got: Vec<(String, ContactResult)> = take(&results, 3, WAIT).await?;
+    for (_, r) in &got {
+        assert_eq!(r.final_status, FinalStatus::CampaignEnded as i32);
+    }
+    let state: String = sqlx::query_scalar("SELECT state FROM campaigns WHERE campaign_id = $1::uuid")
+        .bind(&campaign)
+        .fetch_one(&scheduler)
+        .await?;
+    assert_eq!(state, "completed");
+    shutdown.cancel();
+    running.stopped().await;
+    drop(results);
+    system.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_contact_without_territory_is_closed_and_reported() -> Result<()> {
+    let system = System::start().await?;
+    let campaign = campaign_without_agents(&system, -1.0).await?;
+    let scheduler = PgPool::connect(system.database_url("scheduler")).await?;
+    let mut closed = system
+        .nats
+        .subscribe(system.ns.subject(&subjects::event("scheduler", "contact_closed")))
+        .await?;
+    let contact = Uuid::new_v4();
+    let id = Uuid::new_v4().to_string();
+    let cleared = cnmas_proto::consent::ContactCleared {
+        envelope: Some(envelope(id.clone(), FUND, &campaign, &id, Utc::now())),
+        contact_id: contact.to_string(),
+        person_key: "pk-nowhere".into(),
+        theme: Theme::FluVaccination as i32,
+        territory: String::new(),
+        department: String::new(),
+        time_zone: String::new(),
+        priority_key: 1,
+    };
+    system
+        .publisher
+        .publish(&subjects::event("consent", "contact_cleared"), &id, &cleared)
+        .await?;
+    let msg = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut closed))
+        .await?
+        .context("a ContactClosed")?;
+    let event: cnmas_proto::scheduler::ContactClosed = prost::Message::decode(msg.payload)?;
+    assert_eq!(event.contact_id, contact.to_string());
+    assert_eq!(event.final_status, FinalStatus::NotReached as i32);
+    assert_eq!(event.reason, "territory.unknown");
+    let status: String = sqlx::query_scalar("SELECT status FROM plans WHERE contact_id = $1")
+        .bind(contact)
+        .fetch_one(&scheduler)
+        .await?;
+    assert_eq!(status, "closed");
+    system.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn widening_the_legal_hours_needs_an_audited_reason() -> Result<()> {
+    let system = System::start().await?;
+    let mut client = system
+        .campaigns(system.token(Role::Fund, Some(FUND), None))
+        .await?;
+    let today = Utc::now().date_naive();
+    let request = |policy: &str, reason: &str| CreateCampaignRequest {
+        fund_code: FUND.into(),
+        name: "Samedi".into(),
+        theme: Theme::FluVaccination as i32,
+        starts_on: today.to_string(),
+        ends_on: today.to_string(),
+        presented_number: "+33947500000".into(),
+        calling_policy: policy.into(),
+        calling_policy_override_reason: reason.into(),
+        ..Default::default()
+    };
+    let saturday = r#"{"weekly":{"saturday":[{"start":"10:00","end":"12:00"}]}}"#;
+    let err = client
+        .create_campaign(request(saturday, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err
+        .message()
+        .starts_with("calling_policy: policy.outside_legal_hours"));
+    let narrow = r#"{"weekly":{"monday":[{"start":"10:00","end":"12:00"}]}}"#;
+    client.create_campaign(request(narrow, "")).await?;
+    let wide = client
+        .create_campaign(request(saturday, "vaccination drive approved by the CNIL"))
+        .await?
+        .into_inner();
+    assert_eq!(wide.pacing_ratio, 2.0);
+    let scheduler = PgPool::connect(system.database_url("scheduler")).await?;
+    let reason: String = sqlx::query_scalar(
+        "SELECT detail->>'override_reason' FROM campaign_audit
+         WHERE campaign_id = $1::uuid AND action = 'create'",
+    )
+    .bind(&wide.campaign_id)
+    .fetch_one(&scheduler)
+    .await?;
+    assert_eq!(reason, "vaccination drive approved by the CNIL");
+    let err = client
+        .create_campaign(CreateCampaignRequest {
+            priority_rule: "youngest".into(),
+            ..request("", "")
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().starts_with("priority_rule: "));
+    system.stop().await;
+    Ok(())
+}
