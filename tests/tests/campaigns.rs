@@ -102,7 +102,11 @@ async fn lease(agent: &mut AgentServiceClient<Authed>) -> Result<LeasedCall> {
     .await
 }
 
-async fn record(agent: &mut AgentServiceClient<Authed>, call: &LeasedCall, kind: Kind) -> Result<()> {
+async fn record(
+    agent: &mut AgentServiceClient<Authed>,
+    call: &LeasedCall,
+    kind: Kind,
+) -> Result<()> {
     agent
         .record_outcome(RecordOutcomeRequest {
             lease_id: call.lease.clone().unwrap_or_default().lease_id,
@@ -200,7 +204,7 @@ async fn cancelling_closes_every_open_contact_and_empties_the_queue() -> Result<
     let campaign = system
         .active_campaign(FUND, Theme::FluVaccination, &["agent-1"])
         .await?;
-    let mut results = system.fund_consumer(FUND, "result", "fund_cancel").await?;
+    let results = system.fund_consumer(FUND, "result", "fund_cancel").await?;
     system
         .submit(FUND, &campaign, "sub-c", (0..4).map(people::flu).collect())
         .await?;
@@ -309,7 +313,12 @@ async fn pacing_keeps_twice_the_available_agents_queued_and_refills_as_calls_end
     let most = Arc::new(AtomicI64::new(0));
     let stop = CancellationToken::new();
     let watcher = tokio::spawn({
-        let (s, c, most, stop) = (scheduler.clone(), campaign.clone(), most.clone(), stop.clone());
+        let (s, c, most, stop) = (
+            scheduler.clone(),
+            campaign.clone(),
+            most.clone(),
+            stop.clone(),
+        );
         async move {
             while !stop.is_cancelled() {
                 if let Ok(n) = count(&s, &c, "queued").await {
@@ -361,7 +370,12 @@ async fn campaign_without_agents(system: &System, pacing_ratio: f64) -> Result<S
 }
 
 /// The order in which one agent receives the calls of a campaign paced to one call at a time.
-async fn order_served(system: &System, rule: &str, agent_id: &str, people: &[usize]) -> Result<Vec<String>> {
+async fn order_served(
+    system: &System,
+    rule: &str,
+    agent_id: &str,
+    people: &[usize],
+) -> Result<Vec<String>> {
     let campaign = campaign(system, 3, 0.5, rule, &[agent_id]).await?;
     let scheduler = PgPool::connect(system.database_url("scheduler")).await?;
     system
@@ -389,9 +403,8 @@ async fn a_campaign_orders_its_calls_by_its_priority_rule() -> Result<()> {
     let system = System::start().await?;
     // Born 1955, 1951, 1953, and 1951 again (same birth date as 1, arrived later).
     let people = [5, 1, 3, 121];
-    let names = |ids: &[usize]| -> Vec<String> {
-        ids.iter().map(|i| format!("Camille Nom{i}")).collect()
-    };
+    let names =
+        |ids: &[usize]| -> Vec<String> { ids.iter().map(|i| format!("Camille Nom{i}")).collect() };
     let flu = order_served(&system, "", "pr-1", &people).await?;
     assert_eq!(flu, names(&[1, 121, 3, 5]), "oldest first, then first come");
     let fifo = order_served(&system, "fifo", "pr-2", &people).await?;
@@ -449,7 +462,7 @@ async fn a_callback_with_the_same_agent_comes_back_to_that_agent() -> Result<()>
 async fn no_answer_up_to_the_maximum_closes_as_not_reached() -> Result<()> {
     let system = System::start().await?;
     let campaign = campaign_without_agents(&system, -1.0).await?;
-    let mut results = system.fund_consumer(FUND, "result", "fund_nr").await?;
+    let results = system.fund_consumer(FUND, "result", "fund_nr").await?;
     let scheduler = PgPool::connect(system.database_url("scheduler")).await?;
     system
         .submit(FUND, &campaign, "sub-nr", vec![people::flu(9)])
@@ -458,8 +471,16 @@ async fn no_answer_up_to_the_maximum_closes_as_not_reached() -> Result<()> {
     // Three attempts (the campaign's maximum), a day apart in the past: each retry is due.
     for n in 1..=3u32 {
         let at = Utc::now() - Days::days(i64::from(10 - n));
-        publish_attempt(&system, &campaign, contact, &person, n, AttemptOutcome::NoAnswer, at)
-            .await?;
+        publish_attempt(
+            &system,
+            &campaign,
+            contact,
+            &person,
+            n,
+            AttemptOutcome::NoAnswer,
+            at,
+        )
+        .await?;
     }
     let got: Vec<(String, ContactResult)> = take(&results, 1, WAIT).await?;
     let r = &got[0].1;
@@ -480,7 +501,16 @@ async fn attempts_in(
     let (contact, person) = the_plan(scheduler, campaign).await?;
     for (n, (outcome, days_ago)) in outcomes.iter().enumerate() {
         let at = Utc::now() - Days::days(*days_ago);
-        publish_attempt(system, campaign, contact, &person, n as u32 + 1, *outcome, at).await?;
+        publish_attempt(
+            system,
+            campaign,
+            contact,
+            &person,
+            n as u32 + 1,
+            *outcome,
+            at,
+        )
+        .await?;
     }
     let expected = outcomes.len() as i32;
     eventually(WAIT, "the attempts counted", || {
@@ -519,14 +549,23 @@ async fn the_fifth_attempt_in_thirty_days_waits_across_campaigns() -> Result<()>
     let first = campaign(&system, 3, -1.0, "", &[]).await?;
     let second = campaign(&system, 5, -1.0, "", &[]).await?;
     let scheduler = PgPool::connect(system.database_url("scheduler")).await?;
-    system.submit(FUND, &first, "sub-a", vec![people::flu(11)]).await?;
+    system
+        .submit(FUND, &first, "sub-a", vec![people::flu(11)])
+        .await?;
     let no_answer = AttemptOutcome::NoAnswer;
     // Three attempts in the first campaign (it closes as not reached)…
-    attempts_in(&system, &scheduler, &first, &[(no_answer, 6), (no_answer, 5), (no_answer, 4)])
-        .await?;
+    attempts_in(
+        &system,
+        &scheduler,
+        &first,
+        &[(no_answer, 6), (no_answer, 5), (no_answer, 4)],
+    )
+    .await?;
     // …one in the second: the fourth in 30 days. Its retry is due, but a fifth must wait
     // until the first attempt is 30 days old (24 days from now).
-    system.submit(FUND, &second, "sub-b", vec![people::flu(11)]).await?;
+    system
+        .submit(FUND, &second, "sub-b", vec![people::flu(11)])
+        .await?;
     let (contact, _) = attempts_in(&system, &scheduler, &second, &[(no_answer, 2)]).await?;
     pushed_beyond(&scheduler, contact, Utc::now() + Days::days(20)).await?;
     system.stop().await;
@@ -539,9 +578,19 @@ async fn a_refusal_in_conversation_silences_the_person_for_sixty_days() -> Resul
     let first = campaign(&system, 3, -1.0, "", &[]).await?;
     let second = campaign(&system, 3, -1.0, "", &[]).await?;
     let scheduler = PgPool::connect(system.database_url("scheduler")).await?;
-    system.submit(FUND, &first, "sub-r1", vec![people::flu(13)]).await?;
-    attempts_in(&system, &scheduler, &first, &[(AttemptOutcome::RefusedInterview, 1)]).await?;
-    system.submit(FUND, &second, "sub-r2", vec![people::flu(13)]).await?;
+    system
+        .submit(FUND, &first, "sub-r1", vec![people::flu(13)])
+        .await?;
+    attempts_in(
+        &system,
+        &scheduler,
+        &first,
+        &[(AttemptOutcome::RefusedInterview, 1)],
+    )
+    .await?;
+    system
+        .submit(FUND, &second, "sub-r2", vec![people::flu(13)])
+        .await?;
     let (contact, _) = the_plan(&scheduler, &second).await?;
     pushed_beyond(&scheduler, contact, Utc::now() + Days::days(50)).await?;
     system.stop().await;
@@ -584,10 +633,15 @@ async fn scheduler_on(
 async fn after_the_end_date_open_contacts_close_as_campaign_ended() -> Result<()> {
     let mut system = System::start().await?;
     let campaign = campaign_without_agents(&system, 2.0).await?;
-    let mut results = system.fund_consumer(FUND, "result", "fund_end").await?;
+    let results = system.fund_consumer(FUND, "result", "fund_end").await?;
     let scheduler = PgPool::connect(system.database_url("scheduler")).await?;
     system
-        .submit(FUND, &campaign, "sub-e", (20..23).map(people::flu).collect())
+        .submit(
+            FUND,
+            &campaign,
+            "sub-e",
+            (20..23).map(people::flu).collect(),
+        )
         .await?;
     planned(&scheduler, &campaign, 3).await?;
     // The campaign ends in 30 days: move the scheduler's time 32 days ahead.
@@ -597,10 +651,11 @@ async fn after_the_end_date_open_contacts_close_as_campaign_ended() -> Result<()
     for (_, r) in &got {
         assert_eq!(r.final_status, FinalStatus::CampaignEnded as i32);
     }
-    let state: String = sqlx::query_scalar("SELECT state FROM campaigns WHERE campaign_id = $1::uuid")
-        .bind(&campaign)
-        .fetch_one(&scheduler)
-        .await?;
+    let state: String =
+        sqlx::query_scalar("SELECT state FROM campaigns WHERE campaign_id = $1::uuid")
+            .bind(&campaign)
+            .fetch_one(&scheduler)
+            .await?;
     assert_eq!(state, "completed");
     shutdown.cancel();
     running.stopped().await;
@@ -616,7 +671,11 @@ async fn a_contact_without_territory_is_closed_and_reported() -> Result<()> {
     let scheduler = PgPool::connect(system.database_url("scheduler")).await?;
     let mut closed = system
         .nats
-        .subscribe(system.ns.subject(&subjects::event("scheduler", "contact_closed")))
+        .subscribe(
+            system
+                .ns
+                .subject(&subjects::event("scheduler", "contact_closed")),
+        )
         .await?;
     let contact = Uuid::new_v4();
     let id = Uuid::new_v4().to_string();
@@ -632,7 +691,11 @@ async fn a_contact_without_territory_is_closed_and_reported() -> Result<()> {
     };
     system
         .publisher
-        .publish(&subjects::event("consent", "contact_cleared"), &id, &cleared)
+        .publish(
+            &subjects::event("consent", "contact_cleared"),
+            &id,
+            &cleared,
+        )
         .await?;
     let msg = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut closed))
         .await?

@@ -498,3 +498,37 @@ async fn a_call_is_never_leased_to_two_agents_at_once() -> Result<()> {
     system.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_expired_lease_returns_the_call_to_the_queue() -> Result<()> {
+    // Leases last one second here.
+    let system = System::start_with(1).await?;
+    let campaign = system
+        .active_campaign(FUND, Theme::FluVaccination, &["slow", "quick"])
+        .await?;
+    system
+        .submit(FUND, &campaign, "one", vec![people::flu(9)])
+        .await?;
+    let mut slow = system.agent("slow").await?;
+    let first = lease(&mut slow).await?;
+    // The slow agent keeps it past its lease; the call goes to the other agent.
+    let mut quick = system.agent("quick").await?;
+    let second = lease(&mut quick).await?;
+    assert_eq!(first.call_id, second.call_id);
+    assert_ne!(
+        first.lease.clone().unwrap_or_default().lease_id,
+        second.lease.clone().unwrap_or_default().lease_id
+    );
+    let late = slow
+        .record_outcome(RecordOutcomeRequest {
+            lease_id: first.lease.unwrap_or_default().lease_id,
+            disposition: Some(Disposition {
+                kind: Some(Kind::RefusedInterview(RefusedInterview {})),
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(late.code(), Code::FailedPrecondition);
+    system.stop().await;
+    Ok(())
+}

@@ -66,6 +66,9 @@ fn say(s: impl AsRef<str>) {
     eprintln!("[bench] {}", s.as_ref());
 }
 
+/// CPU seconds of one step: (step, total, per process).
+type StepCpu = (&'static str, f64, Vec<(&'static str, f64)>);
+
 #[derive(Default)]
 struct Report {
     floor_s: f64,
@@ -88,7 +91,7 @@ struct Report {
     duplicated: u64,
     redeliveries: u64,
     extra_contacts: usize,
-    cpu: Vec<(&'static str, f64, Vec<(&'static str, f64)>)>,
+    cpu: Vec<StepCpu>,
 }
 
 struct Env {

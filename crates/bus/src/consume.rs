@@ -22,6 +22,9 @@ pub struct ConsumerSpec {
     pub filter: &'static str,
     /// The most messages handled in one transaction.
     pub max_batch: usize,
+    /// Stop adding messages to a batch past this many payload bytes (a fund's message may
+    /// carry thousands of contacts).
+    pub max_batch_bytes: usize,
     /// After this many deliveries a message that still fails goes to the dead-letter subject.
     pub max_deliveries: i64,
 }
@@ -33,6 +36,7 @@ impl ConsumerSpec {
             name,
             filter,
             max_batch: 500,
+            max_batch_bytes: 2 * 1024 * 1024,
             max_deliveries: 5,
         }
     }
@@ -147,6 +151,7 @@ pub async fn run_consumer<H: BatchHandler>(
         let mut messages = match consumer
             .stream()
             .max_messages_per_batch(spec.max_batch.max(1))
+            .max_bytes_per_batch(spec.max_batch_bytes.max(64 * 1024))
             .heartbeat(Duration::from_secs(5))
             .expires(Duration::from_secs(30))
             .messages()
@@ -178,9 +183,13 @@ pub async fn run_consumer<H: BatchHandler>(
                 None => continue 'outer,
             }
             let gather_until = tokio::time::Instant::now() + Duration::from_millis(2);
-            while batch.len() < spec.max_batch {
+            let mut bytes = batch.iter().map(|m| m.payload.len()).sum::<usize>();
+            while batch.len() < spec.max_batch && bytes < spec.max_batch_bytes {
                 match tokio::time::timeout_at(gather_until, messages.next()).await {
-                    Ok(Some(Ok(m))) => batch.push(m),
+                    Ok(Some(Ok(m))) => {
+                        bytes += m.payload.len();
+                        batch.push(m)
+                    }
                     Ok(Some(Err(_))) | Err(_) => break,
                     Ok(None) => break,
                 }

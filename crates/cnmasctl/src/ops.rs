@@ -93,6 +93,8 @@ pub fn token(a: TokenArgs) -> Result<()> {
     Ok(())
 }
 
+// Parsed once per run: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum CampaignCommand {
     /// Create a campaign (draft) for a fund.
@@ -149,6 +151,13 @@ pub enum CampaignCommand {
         #[arg(long)]
         campaign: String,
         #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Cancel: every open contact closes as campaign_cancelled and the fund is told.
+    Cancel {
+        #[arg(long)]
+        campaign: String,
+        #[arg(long)]
         reason: String,
     },
 }
@@ -225,6 +234,14 @@ pub async fn campaign(token: &str, c: CampaignCommand) -> Result<()> {
         CampaignCommand::Pause { campaign, reason } => {
             client
                 .pause_campaign(sched::CampaignTransitionRequest {
+                    campaign_id: campaign,
+                    reason,
+                })
+                .await
+        }
+        CampaignCommand::Cancel { campaign, reason } => {
+            client
+                .cancel_campaign(sched::CampaignTransitionRequest {
                     campaign_id: campaign,
                     reason,
                 })

@@ -47,6 +47,8 @@ impl Base {
         migrator: sqlx::migrate::Migrator,
         shutdown: CancellationToken,
     ) -> Result<Self> {
+        // Install the recorder before anything is measured (it would drop earlier samples).
+        crate::telemetry::metrics_handle();
         let nats = async_nats::ConnectOptions::new()
             .name(service)
             .retry_on_initial_connect()

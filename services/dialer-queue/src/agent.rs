@@ -34,6 +34,34 @@ const LEASE_COLUMNS: &str =
 /// Calls whose agent-owned callback is this late go to any agent of the campaign.
 const CALLBACK_EXCLUSIVITY_MINUTES: i64 = 15;
 
+// The two ways a call is chosen, in this order; $1 agent, $2 now, $5 callback exclusivity.
+// Both read free calls through partial indexes and lock with SKIP LOCKED, so agents never wait
+// for each other and never get the same call.
+
+/// A callback the person asked this agent for.
+const OWN_CALLBACK: &str = "
+    SELECT q.call_id FROM queue q
+    JOIN agent_campaigns ac ON ac.campaign_id = q.campaign_id AND ac.agent_id = $1
+    JOIN campaigns c ON c.campaign_id = q.campaign_id AND c.state = 'active'
+    WHERE q.callback_agent_id = $1 AND q.lease_id IS NULL
+      AND q.due_at <= $2 AND q.window_end > $2
+    ORDER BY q.due_at LIMIT 1
+    FOR UPDATE OF q SKIP LOCKED";
+
+/// The best free call of each of the agent's active campaigns, then the best of those.
+const BEST_OF_EACH_CAMPAIGN: &str = "
+    SELECT best.call_id FROM agent_campaigns ac
+    JOIN campaigns c ON c.campaign_id = ac.campaign_id AND c.state = 'active'
+    CROSS JOIN LATERAL (
+        SELECT q.call_id, q.priority_key, q.due_at FROM queue q
+        WHERE q.campaign_id = ac.campaign_id AND q.lease_id IS NULL
+          AND q.due_at <= $2 AND q.window_end > $2
+          AND (q.callback_agent_id IN ('', $1) OR q.due_at < $2 - make_interval(mins => $5))
+        ORDER BY q.priority_key, q.due_at LIMIT 1
+        FOR UPDATE OF q SKIP LOCKED) AS best
+    WHERE ac.agent_id = $1
+    ORDER BY best.priority_key, best.due_at LIMIT 1";
+
 impl AgentApi {
     async fn card(
         &self,
@@ -101,54 +129,49 @@ impl AgentService for AgentApi {
         let pool = &self.state.base.pool;
         let now = Utc::now();
         // An agent holds one call at a time: asking again returns the call already leased.
+        let mut conn = pool.acquire().await.map_err(internal)?;
         let held = sqlx::query(&format!(
             "SELECT {LEASE_COLUMNS} FROM queue q JOIN campaigns c USING (campaign_id)
              WHERE q.leased_by = $1 AND q.lease_expires_at > $2 LIMIT 1"
         ))
         .bind(&agent_id)
         .bind(now)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(internal)?;
         let row = match held {
             Some(r) => r,
             None => {
                 // Asking for a call makes the agent available (from sign-out, pause or wrap-up).
-                let mut conn = pool.acquire().await.map_err(internal)?;
                 staffing::transition(&mut conn, &agent_id, AgentState::Available, "")
                     .await
                     .map_err(internal)?
                     .ok_or_else(|| {
                         Status::permission_denied("this agent is not registered in the dialer")
                     })?;
-                drop(conn);
-                let leased = sqlx::query(&format!(
-                    "WITH candidate AS (
-                         SELECT q.call_id FROM queue q
-                         JOIN agent_campaigns ac
-                           ON ac.campaign_id = q.campaign_id AND ac.agent_id = $1
-                         JOIN campaigns c ON c.campaign_id = q.campaign_id AND c.state = 'active'
-                         WHERE (q.lease_id IS NULL OR q.lease_expires_at < $2)
-                           AND q.due_at <= $2 AND q.window_end > $2
-                           AND (q.callback_agent_id IN ('', $1)
-                                OR q.due_at < $2 - make_interval(mins => $5))
-                         ORDER BY (q.callback_agent_id = $1) DESC, q.priority_key, q.due_at
-                         LIMIT 1
-                         FOR UPDATE OF q SKIP LOCKED)
-                     UPDATE queue q SET lease_id = $3, leased_by = $1, leased_at = $2,
-                         lease_expires_at = $2 + make_interval(secs => $4)
-                     FROM candidate, campaigns c
-                     WHERE q.call_id = candidate.call_id AND c.campaign_id = q.campaign_id
-                     RETURNING {LEASE_COLUMNS}"
-                ))
-                .bind(&agent_id)
-                .bind(now)
-                .bind(Uuid::new_v4())
-                .bind(self.state.lease.as_secs_f64())
-                .bind(CALLBACK_EXCLUSIVITY_MINUTES as i32)
-                .fetch_optional(pool)
-                .await
-                .map_err(internal)?;
+                let lease_id = Uuid::new_v4();
+                let mut leased = None;
+                for candidates in [OWN_CALLBACK, BEST_OF_EACH_CAMPAIGN] {
+                    leased = sqlx::query(&format!(
+                        "WITH candidate AS ({candidates})
+                         UPDATE queue q SET lease_id = $3, leased_by = $1, leased_at = $2,
+                             lease_expires_at = $2 + make_interval(secs => $4)
+                         FROM candidate, campaigns c
+                         WHERE q.call_id = candidate.call_id AND c.campaign_id = q.campaign_id
+                         RETURNING {LEASE_COLUMNS}"
+                    ))
+                    .bind(&agent_id)
+                    .bind(now)
+                    .bind(lease_id)
+                    .bind(self.state.lease.as_secs_f64())
+                    .bind(CALLBACK_EXCLUSIVITY_MINUTES as i32)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(internal)?;
+                    if leased.is_some() {
+                        break;
+                    }
+                }
                 match leased {
                     Some(r) => r,
                     None => {
@@ -163,9 +186,8 @@ impl AgentService for AgentApi {
                 }
             }
         };
-        if let Ok(mut conn) = pool.acquire().await {
-            let _ = staffing::transition(&mut conn, &agent_id, AgentState::OnCall, "").await;
-        }
+        let _ = staffing::transition(&mut conn, &agent_id, AgentState::OnCall, "").await;
+        drop(conn);
         match self.card(&agent_id, &row).await {
             Ok(call) => {
                 metrics::counter!("cnmas_dialer_leases_total").increment(1);

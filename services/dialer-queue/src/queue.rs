@@ -135,13 +135,10 @@ impl BatchHandler for QueueFeed {
             .execute(&mut *tx)
             .await?;
             // A call being worked stays with its agent: what the person says still counts.
-            sqlx::query(
-                "DELETE FROM queue WHERE contact_id = ANY($1)
-                 AND (lease_id IS NULL OR lease_expires_at < now())",
-            )
-            .bind(&closed)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query("DELETE FROM queue WHERE contact_id = ANY($1) AND lease_id IS NULL")
+                .bind(&closed)
+                .execute(&mut *tx)
+                .await?;
         }
         if !due.call_ids.is_empty() {
             sqlx::query(
@@ -189,11 +186,23 @@ pub async fn run_sweeper(state: Arc<State>) {
 }
 
 async fn return_closed_windows(state: &State) -> Result<(), sqlx::Error> {
+    // Expired leases give their call back to the queue (the agent's later outcome is refused).
+    let freed = sqlx::query(
+        "UPDATE queue SET lease_id = NULL, leased_by = NULL, leased_at = NULL,
+             lease_expires_at = NULL
+         WHERE lease_id IS NOT NULL AND lease_expires_at < now()",
+    )
+    .execute(&state.base.pool)
+    .await?
+    .rows_affected();
+    if freed > 0 {
+        metrics::counter!("cnmas_dialer_leases_expired_total").increment(freed);
+    }
     let mut tx = state.base.pool.begin().await?;
     let rows = sqlx::query(
         "DELETE FROM queue WHERE call_id IN (
              SELECT call_id FROM queue
-             WHERE window_end <= now() AND (lease_id IS NULL OR lease_expires_at < now())
+             WHERE window_end <= now() AND lease_id IS NULL
              LIMIT 1000 FOR UPDATE SKIP LOCKED)
          RETURNING call_id, contact_id, campaign_id, fund_code",
     )

@@ -330,9 +330,14 @@ impl ContactIntake {
         let mut known_refs = HashSet::new();
         let mut known_people = HashSet::new();
         for r in sqlx::query(
+            // Two equality joins, each on its unique index (an OR would compare every pair).
             "SELECT c.campaign_id, c.submission_ref, c.person_key FROM contacts c
-             JOIN UNNEST($1::uuid[], $2::text[], $3::text[]) AS x(k, r, p)
-               ON c.campaign_id = x.k AND (c.submission_ref = x.r OR c.person_key = x.p)",
+             JOIN UNNEST($1::uuid[], $2::text[]) AS x(k, r)
+               ON c.campaign_id = x.k AND c.submission_ref = x.r
+             UNION
+             SELECT c.campaign_id, c.submission_ref, c.person_key FROM contacts c
+             JOIN UNNEST($1::uuid[], $3::text[]) AS x(k, p)
+               ON c.campaign_id = x.k AND c.person_key = x.p",
         )
         .bind(&campaigns)
         .bind(&refs)

@@ -39,6 +39,7 @@ impl BatchHandler for Collector {
     ) -> Result<Vec<Verdict>, HandlerError> {
         let mut verdicts = vec![Verdict::Done; batch.len()];
         let mut touched: Vec<Uuid> = Vec::new();
+        let mut rows = Pieces::default();
         let bad = |what: &str| Verdict::DeadLetter(format!("undecodable {what}"));
         for (i, m) in batch.iter().enumerate() {
             let p = m.payload.clone();
@@ -55,16 +56,8 @@ impl BatchHandler for Collector {
                         verdicts[i] = bad("ContactAccepted ids");
                         continue;
                     };
-                    sqlx::query(
-                        "INSERT INTO contacts (contact_id, campaign_id, fund_code, submission_ref)
-                         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(contact)
-                    .bind(campaign)
-                    .bind(&env.fund_code)
-                    .bind(&a.submission_ref)
-                    .execute(&mut *tx)
-                    .await?;
+                    rows.accepted
+                        .push((contact, campaign, env.fund_code, a.submission_ref));
                     touched.push(contact);
                 }
                 "attempt_recorded" => {
@@ -86,19 +79,14 @@ impl BatchHandler for Collector {
                         .as_ref()
                         .and_then(from_timestamp)
                         .unwrap_or_else(Utc::now);
-                    sqlx::query(
-                        "INSERT INTO attempts (attempt_id, contact_id, campaign_id, attempt_number,
-                             at, outcome)
-                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(attempt)
-                    .bind(contact)
-                    .bind(campaign)
-                    .bind(a.attempt_number as i32)
-                    .bind(at)
-                    .bind(a.outcome)
-                    .execute(&mut *tx)
-                    .await?;
+                    rows.attempts.push((
+                        attempt,
+                        contact,
+                        campaign,
+                        a.attempt_number as i32,
+                        at,
+                        a.outcome,
+                    ));
                     touched.push(contact);
                 }
                 "interview_completed" => {
@@ -135,15 +123,7 @@ impl BatchHandler for Collector {
                         verdicts[i] = bad("ContactClosed ids");
                         continue;
                     };
-                    close(
-                        tx,
-                        contact,
-                        &env,
-                        c.final_status,
-                        c.attempts as i32,
-                        &c.reason,
-                    )
-                    .await?;
+                    rows.close(contact, &env, c.final_status, c.attempts as i32, &c.reason);
                     touched.push(contact);
                 }
                 "contact_suppressed" => {
@@ -156,15 +136,13 @@ impl BatchHandler for Collector {
                         verdicts[i] = bad("ContactSuppressed ids");
                         continue;
                     };
-                    close(
-                        tx,
+                    rows.close(
                         contact,
                         &env,
                         FinalStatus::SuppressedByConsent as i32,
                         0,
                         &s.reason,
-                    )
-                    .await?;
+                    );
                     touched.push(contact);
                 }
                 "rejection" => {
@@ -177,6 +155,7 @@ impl BatchHandler for Collector {
                 _ => {}
             }
         }
+        rows.insert(tx).await?;
         publish_ready(tx, &touched, outbox).await?;
         Ok(verdicts)
     }
@@ -246,34 +225,143 @@ async fn notices(
     Ok(())
 }
 
-async fn close(
-    tx: &mut PgConnection,
-    contact: Uuid,
-    env: &cnmas_proto::common::EventEnvelope,
-    final_status: i32,
-    attempts: i32,
-    reason: &str,
-) -> Result<(), sqlx::Error> {
-    let at = env
-        .occurred_at
-        .as_ref()
-        .and_then(from_timestamp)
-        .unwrap_or_else(Utc::now);
-    sqlx::query(
-        "INSERT INTO closures (contact_id, campaign_id, fund_code, final_status, attempts, reason,
-             closed_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-    )
-    .bind(contact)
-    .bind(uuid(&env.campaign_id).unwrap_or_default())
-    .bind(&env.fund_code)
-    .bind(final_status)
-    .bind(attempts)
-    .bind(reason)
-    .bind(at)
-    .execute(tx)
-    .await?;
-    Ok(())
+/// What one batch brings about its contacts, written with one statement per table.
+#[derive(Default)]
+struct Pieces {
+    accepted: Vec<(Uuid, Uuid, String, String)>,
+    attempts: Vec<AttemptRow>,
+    closures: Vec<ClosureRow>,
+}
+
+impl Pieces {
+    fn close(
+        &mut self,
+        contact: Uuid,
+        env: &cnmas_proto::common::EventEnvelope,
+        final_status: i32,
+        attempts: i32,
+        reason: &str,
+    ) {
+        let at = env
+            .occurred_at
+            .as_ref()
+            .and_then(from_timestamp)
+            .unwrap_or_else(Utc::now);
+        self.closures.push((
+            contact,
+            uuid(&env.campaign_id).unwrap_or_default(),
+            env.fund_code.clone(),
+            final_status,
+            attempts,
+            reason.to_string(),
+            at,
+        ));
+    }
+
+    async fn insert(self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+        if !self.accepted.is_empty() {
+            let (a, b, c, d): (Vec<_>, Vec<_>, Vec<_>, Vec<_>) = unzip4(self.accepted);
+            sqlx::query(
+                "INSERT INTO contacts (contact_id, campaign_id, fund_code, submission_ref)
+                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[])
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(a)
+            .bind(b)
+            .bind(c)
+            .bind(d)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !self.attempts.is_empty() {
+            let mut cols: AttemptColumns = Default::default();
+            for (a, b, c, d, e, f) in self.attempts {
+                cols.0.push(a);
+                cols.1.push(b);
+                cols.2.push(c);
+                cols.3.push(d);
+                cols.4.push(e);
+                cols.5.push(f);
+            }
+            sqlx::query(
+                "INSERT INTO attempts (attempt_id, contact_id, campaign_id, attempt_number, at,
+                     outcome)
+                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::int[],
+                     $5::timestamptz[], $6::int[])
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(cols.0)
+            .bind(cols.1)
+            .bind(cols.2)
+            .bind(cols.3)
+            .bind(cols.4)
+            .bind(cols.5)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !self.closures.is_empty() {
+            let mut cols: ClosureColumns = Default::default();
+            for (a, b, c, d, e, f, g) in self.closures {
+                cols.0.push(a);
+                cols.1.push(b);
+                cols.2.push(c);
+                cols.3.push(d);
+                cols.4.push(e);
+                cols.5.push(f);
+                cols.6.push(g);
+            }
+            sqlx::query(
+                "INSERT INTO closures (contact_id, campaign_id, fund_code, final_status, attempts,
+                     reason, closed_at)
+                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::int[], $5::int[],
+                     $6::text[], $7::timestamptz[])
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(cols.0)
+            .bind(cols.1)
+            .bind(cols.2)
+            .bind(cols.3)
+            .bind(cols.4)
+            .bind(cols.5)
+            .bind(cols.6)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// (attempt, contact, campaign, number, at, outcome)
+type AttemptRow = (Uuid, Uuid, Uuid, i32, DateTime<Utc>, i32);
+type AttemptColumns = (
+    Vec<Uuid>,
+    Vec<Uuid>,
+    Vec<Uuid>,
+    Vec<i32>,
+    Vec<DateTime<Utc>>,
+    Vec<i32>,
+);
+/// (contact, campaign, fund, final status, attempts, reason, closed at)
+type ClosureRow = (Uuid, Uuid, String, i32, i32, String, DateTime<Utc>);
+type ClosureColumns = (
+    Vec<Uuid>,
+    Vec<Uuid>,
+    Vec<String>,
+    Vec<i32>,
+    Vec<i32>,
+    Vec<String>,
+    Vec<DateTime<Utc>>,
+);
+
+fn unzip4<A, B, C, D>(v: Vec<(A, B, C, D)>) -> (Vec<A>, Vec<B>, Vec<C>, Vec<D>) {
+    let mut out = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (a, b, c, d) in v {
+        out.0.push(a);
+        out.1.push(b);
+        out.2.push(c);
+        out.3.push(d);
+    }
+    out
 }
 
 /// A contact refused at intake ends there: its final result says so, with the reasons.
