@@ -313,6 +313,7 @@ impl System {
                 // Every due call is released at once; pacing has its own tests.
                 pacing_ratio: -1.0,
                 priority_rule: String::new(),
+                retry_policy: String::new(),
             })
             .await?
             .into_inner();

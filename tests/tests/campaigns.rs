@@ -57,6 +57,7 @@ async fn campaign(
             calling_policy_override_reason: "automated test at any hour".into(),
             pacing_ratio,
             priority_rule: priority_rule.into(),
+            retry_policy: String::new(),
         })
         .await?
         .into_inner();
@@ -764,6 +765,104 @@ async fn widening_the_legal_hours_needs_an_audited_reason() -> Result<()> {
         .await
         .unwrap_err();
     assert!(err.message().starts_with("priority_rule: "));
+    system.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_campaign_sets_its_own_retry_delays() -> Result<()> {
+    let system = System::start().await?;
+    let mut client = system
+        .campaigns(system.token(Role::Fund, Some(FUND), None))
+        .await?;
+    let today = Utc::now().date_naive();
+    let request = |retry_policy: &str| CreateCampaignRequest {
+        fund_code: FUND.into(),
+        name: "Campagne grippe".into(),
+        theme: Theme::FluVaccination as i32,
+        starts_on: (today - Days::days(1)).to_string(),
+        ends_on: (today + Days::days(30)).to_string(),
+        presented_number: "+33947500000".into(),
+        max_attempts: 4,
+        calling_policy: "all_hours".into(),
+        calling_policy_override_reason: "automated test at any hour".into(),
+        pacing_ratio: -1.0,
+        priority_rule: String::new(),
+        retry_policy: retry_policy.into(),
+    };
+    // Out-of-range or unknown settings are refused, naming the field.
+    for bad in [
+        r#"{"busy_delay_minutes": 0}"#,
+        r#"{"snooze": 3}"#,
+        "not json",
+    ] {
+        let err = client.create_campaign(request(bad)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{bad}");
+        assert!(
+            err.message().starts_with("retry_policy: "),
+            "{}",
+            err.message()
+        );
+    }
+    let c = client
+        .create_campaign(request(r#"{"busy_delay_minutes": 7}"#))
+        .await?
+        .into_inner();
+    assert!(
+        c.retry_policy.contains("\"busy_delay_minutes\":7"),
+        "{}",
+        c.retry_policy
+    );
+    client
+        .activate_campaign(CampaignTransitionRequest {
+            campaign_id: c.campaign_id.clone(),
+            reason: "test".into(),
+        })
+        .await?;
+    let scheduler = PgPool::connect(system.database_url("scheduler")).await?;
+    system
+        .submit(FUND, &c.campaign_id, "sub-rp", vec![people::flu(11)])
+        .await?;
+    let (contact, person) = the_plan(&scheduler, &c.campaign_id).await?;
+    let at = Utc::now() - Days::days(2);
+    publish_attempt(
+        &system,
+        &c.campaign_id,
+        contact,
+        &person,
+        1,
+        AttemptOutcome::Busy,
+        at,
+    )
+    .await?;
+    // The retry is planned 7 minutes after the busy attempt (then released at once, as that
+    // time has passed): the plan records the attempt and a due time of at + 7 min or later.
+    let due: DateTime<Utc> = eventually(WAIT, "the retry planned", || {
+        let s = scheduler.clone();
+        async move {
+            let row: (i32, Option<DateTime<Utc>>, DateTime<Utc>) = sqlx::query_as(
+                "SELECT attempts, next_due_at, updated_at FROM plans WHERE contact_id = $1",
+            )
+            .bind(contact)
+            .fetch_one(&s)
+            .await?;
+            Ok((row.0 == 1).then_some(row.1.unwrap_or(row.2)))
+        }
+    })
+    .await?;
+    // (PostgreSQL keeps microseconds.)
+    assert!(
+        due >= at + Days::minutes(7) - Days::milliseconds(1),
+        "due {due}, attempt {at}"
+    );
+    let audit: serde_json::Value = sqlx::query_scalar(
+        "SELECT detail FROM campaign_audit WHERE action = 'create' AND campaign_id = $1::uuid",
+    )
+    .bind(&c.campaign_id)
+    .fetch_one(&scheduler)
+    .await?;
+    assert_eq!(audit["retry_policy"]["busy_delay_minutes"], 7);
+    scheduler.close().await;
     system.stop().await;
     Ok(())
 }

@@ -107,6 +107,9 @@ pub fn campaign(c: &Campaign) -> Value {
         "max_attempts": c.max_attempts,
         "calling_policy": if c.calling_policy.is_empty() { "legal_default" } else { c.calling_policy.as_str() },
         "calling_policy_override_reason": c.calling_policy_override_reason,
+        "pacing_ratio": c.pacing_ratio,
+        "priority_rule": if c.priority_rule.is_empty() { "theme" } else { c.priority_rule.as_str() },
+        "retry_policy": serde_json::from_str::<Value>(&c.retry_policy).unwrap_or(Value::Null),
         "version": c.version,
         "updated_at": ts(&c.updated_at),
     })

@@ -132,6 +132,9 @@ pub enum CampaignCommand {
         /// The order of calls: the theme's default, or `fifo`.
         #[arg(long, default_value = "")]
         priority_rule: String,
+        /// Retry delays, JSON (e.g. '{"no_answer_delay_minutes":120}'); defaults otherwise.
+        #[arg(long, default_value = "")]
+        retry_policy: String,
     },
     Get {
         #[arg(long)]
@@ -179,6 +182,7 @@ pub async fn campaign(token: &str, c: CampaignCommand) -> Result<()> {
             override_reason,
             pacing_ratio,
             priority_rule,
+            retry_policy,
         } => {
             let theme = cnmas_domain::theme::Theme::from_code(&theme)
                 .map(cnmas_proto::support::theme_to_proto)
@@ -202,6 +206,7 @@ pub async fn campaign(token: &str, c: CampaignCommand) -> Result<()> {
                     calling_policy_override_reason: reason,
                     pacing_ratio,
                     priority_rule,
+                    retry_policy,
                 })
                 .await
         }

@@ -8,6 +8,7 @@ use cnmas_domain::calendar::{CallingPolicy, Override};
 use cnmas_domain::fund::Funds;
 use cnmas_domain::outcome::FinalStatus;
 use cnmas_domain::phone::{FrenchPhone, LineType};
+use cnmas_domain::retry::RetryPolicy;
 use cnmas_proto::scheduler::{self as pb, campaign_service_server::CampaignService};
 use cnmas_proto::support::{derived_id, envelope, theme_from_proto, theme_to_proto, timestamp};
 use cnmas_runtime::auth::{principal, Principal, Role};
@@ -75,7 +76,7 @@ fn internal(e: impl std::fmt::Display) -> Status {
 
 const COLUMNS: &str = "campaign_id, fund_code, name, theme, state, starts_on, ends_on, \
      presented_number, max_attempts, calling_policy, policy_override_reason, version, updated_at, \
-     pacing_ratio";
+     pacing_ratio, priority_rule, retry_policy";
 
 fn row_to_campaign(row: &sqlx::postgres::PgRow) -> pb::Campaign {
     let theme = cnmas_domain::theme::Theme::from_code(row.get::<&str, _>("theme"))
@@ -107,7 +108,27 @@ fn row_to_campaign(row: &sqlx::postgres::PgRow) -> pb::Campaign {
         version: row.get::<i64, _>("version") as u64,
         updated_at: Some(timestamp(row.get("updated_at"))),
         pacing_ratio: row.get("pacing_ratio"),
+        priority_rule: row.get("priority_rule"),
+        retry_policy: row
+            .get::<Option<serde_json::Value>, _>("retry_policy")
+            .map(|v| v.to_string())
+            .unwrap_or_default(),
     }
+}
+
+/// Reads a campaign's retry delays: empty is the defaults; `max_attempts` comes from its own
+/// field. Every value must be within the domain's bounds.
+fn parse_retry_policy(json: &str, max_attempts: u32) -> Result<RetryPolicy, Status> {
+    let mut policy = match json.trim() {
+        "" => RetryPolicy::default(),
+        text => serde_json::from_str::<RetryPolicy>(text)
+            .map_err(|e| invalid("retry_policy", "retry_policy.malformed", &format!("{e}")))?,
+    };
+    policy.max_attempts = max_attempts;
+    policy
+        .validate()
+        .map_err(|e| invalid("retry_policy", "retry_policy.range", &e.to_string()))?;
+    Ok(policy)
 }
 
 fn state_to_proto(s: &str) -> pb::CampaignState {
@@ -322,6 +343,8 @@ impl CampaignService for CampaignApi {
             _ => return Err(invalid("max_attempts", "range", "1 to 20 (0: default 5)")),
         };
         let policy = parse_policy(&r.calling_policy, &r.calling_policy_override_reason)?;
+        let retry = parse_retry_policy(&r.retry_policy, max_attempts)?;
+        let retry_json = serde_json::to_value(retry).map_err(internal)?;
         let pacing_ratio = parse_pacing(r.pacing_ratio)?;
         let priority_rule = parse_priority_rule(&r.priority_rule)?;
         let policy_json = match &policy {
@@ -333,8 +356,8 @@ impl CampaignService for CampaignApi {
         sqlx::query(
             "INSERT INTO campaigns (campaign_id, fund_code, name, theme, state, starts_on, ends_on,
                  presented_number, max_attempts, calling_policy, policy_override_reason, version,
-                 pacing_ratio, priority_rule)
-             VALUES ($1, $2, $3, $4, 'draft', $5, $6, $7, $8, $9, $10, 1, $11, $12)",
+                 pacing_ratio, priority_rule, retry_policy)
+             VALUES ($1, $2, $3, $4, 'draft', $5, $6, $7, $8, $9, $10, 1, $11, $12, $13)",
         )
         .bind(id)
         .bind(fund.code.as_str())
@@ -348,6 +371,7 @@ impl CampaignService for CampaignApi {
         .bind(r.calling_policy_override_reason.trim())
         .bind(pacing_ratio)
         .bind(priority_rule)
+        .bind(&retry_json)
         .execute(&mut *tx)
         .await
         .map_err(internal)?;
@@ -361,6 +385,7 @@ impl CampaignService for CampaignApi {
                 "max_attempts": max_attempts, "calling_policy": policy_json,
                 "override_reason": r.calling_policy_override_reason.trim(),
                 "pacing_ratio": pacing_ratio, "priority_rule": priority_rule,
+                "retry_policy": retry_json,
             }),
         )
         .await

@@ -107,14 +107,22 @@ impl BatchHandler for Planner {
         }
         let mut plans = load_plans(tx, &contact_ids, &person_keys).await?;
         let campaign_ids: Vec<Uuid> = plans.values().map(|p| p.campaign_id).collect();
-        let max_attempts: HashMap<Uuid, i32> = sqlx::query(
-            "SELECT campaign_id, max_attempts FROM campaigns WHERE campaign_id = ANY($1)",
+        let retry_policies: HashMap<Uuid, RetryPolicy> = sqlx::query(
+            "SELECT campaign_id, max_attempts, retry_policy FROM campaigns
+             WHERE campaign_id = ANY($1)",
         )
         .bind(&campaign_ids)
         .fetch_all(&mut *tx)
         .await?
         .into_iter()
-        .map(|r| (r.get("campaign_id"), r.get("max_attempts")))
+        .map(|r| {
+            let mut policy: RetryPolicy = r
+                .get::<Option<serde_json::Value>, _>("retry_policy")
+                .and_then(|v| serde_json::from_value(v).ok())
+                .unwrap_or_default();
+            policy.max_attempts = r.get::<i32, _>("max_attempts").max(1) as u32;
+            (r.get("campaign_id"), policy)
+        })
         .collect();
 
         let now = self.clock.now();
@@ -147,14 +155,11 @@ impl BatchHandler for Planner {
                     }
                     plan.attempts += 1;
                     plan.changed = true;
-                    let policy = RetryPolicy {
-                        max_attempts: max_attempts
-                            .get(&plan.campaign_id)
-                            .copied()
-                            .unwrap_or(5)
-                            .max(1) as u32,
-                        ..RetryPolicy::default()
-                    };
+                    // A default always applies, even to a campaign that vanished.
+                    let policy = retry_policies
+                        .get(&plan.campaign_id)
+                        .copied()
+                        .unwrap_or_default();
                     let callback_at = a.callback_at.as_ref().and_then(from_timestamp);
                     match retry::decide(&policy, outcome, plan.attempts as u32, at, callback_at) {
                         Decision::RetryAfter(t) => {
