@@ -9,6 +9,10 @@ use cnmas_bus::{subjects, Namespace, Publisher};
 use cnmas_proto::common::Theme;
 use cnmas_proto::dialer::agent_service_client::AgentServiceClient;
 use cnmas_proto::dialer::dialer_admin_service_client::DialerAdminServiceClient;
+use cnmas_proto::dialer::{
+    disposition::Kind, next_call_response, Disposition, LeasedCall, NextCallRequest,
+    RecordOutcomeRequest,
+};
 use cnmas_proto::intake::{ContactSubmission, SubmitContacts};
 use cnmas_proto::results::results_service_client::ResultsServiceClient;
 use cnmas_proto::scheduler::campaign_service_client::CampaignServiceClient;
@@ -386,6 +390,39 @@ impl System {
             )
             .await?)
     }
+}
+
+/// Asks for the next call: `None` when nothing is due.
+pub async fn next_call(agent: &mut AgentServiceClient<Authed>) -> Result<Option<LeasedCall>> {
+    let r = agent.next_call(NextCallRequest {}).await?.into_inner();
+    Ok(match r.result {
+        Some(next_call_response::Result::Call(c)) => Some(c),
+        _ => None,
+    })
+}
+
+/// Waits (up to a minute) until a call is due for the agent and leases it.
+pub async fn lease(agent: &mut AgentServiceClient<Authed>) -> Result<LeasedCall> {
+    eventually(Duration::from_secs(60), "a due call", || {
+        let mut a = agent.clone();
+        async move { next_call(&mut a).await }
+    })
+    .await
+}
+
+/// Records the outcome of a leased call.
+pub async fn record(
+    agent: &mut AgentServiceClient<Authed>,
+    call: &LeasedCall,
+    kind: Kind,
+) -> Result<()> {
+    agent
+        .record_outcome(RecordOutcomeRequest {
+            lease_id: call.lease.clone().unwrap_or_default().lease_id,
+            disposition: Some(Disposition { kind: Some(kind) }),
+        })
+        .await?;
+    Ok(())
 }
 
 /// Reads messages from a consumer until `n` have arrived (acking each), or fails after `within`.

@@ -10,17 +10,13 @@ use chrono::{DateTime, Duration as Days, Utc};
 use cnmas_bus::subjects;
 use cnmas_domain::clock::{Clock, FixedClock};
 use cnmas_proto::common::{AttemptOutcome, FinalStatus, Theme};
-use cnmas_proto::dialer::agent_service_client::AgentServiceClient;
-use cnmas_proto::dialer::{
-    disposition::Kind, next_call_response, AttemptRecorded, Callback, Disposition, LeasedCall,
-    NextCallRequest, NotReached, RecordOutcomeRequest,
-};
+use cnmas_proto::dialer::{disposition::Kind, AttemptRecorded, Callback, LeasedCall, NotReached};
 use cnmas_proto::results::ContactResult;
 use cnmas_proto::scheduler::{CampaignTransitionRequest, CreateCampaignRequest};
 use cnmas_proto::support::{envelope, timestamp};
 use cnmas_runtime::auth::Role;
 use cnmas_runtime::CommonConfig;
-use cnmas_system_tests::{eventually, people, take, Authed, System, JWT_SECRET};
+use cnmas_system_tests::{eventually, lease, next_call, people, record, take, System, JWT_SECRET};
 use sqlx::PgPool;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -85,36 +81,6 @@ async fn campaign(
             .await?;
     }
     Ok(c.campaign_id)
-}
-
-async fn next_call(agent: &mut AgentServiceClient<Authed>) -> Result<Option<LeasedCall>> {
-    let r = agent.next_call(NextCallRequest {}).await?.into_inner();
-    Ok(match r.result {
-        Some(next_call_response::Result::Call(c)) => Some(c),
-        _ => None,
-    })
-}
-
-async fn lease(agent: &mut AgentServiceClient<Authed>) -> Result<LeasedCall> {
-    eventually(WAIT, "a due call", || {
-        let mut a = agent.clone();
-        async move { next_call(&mut a).await }
-    })
-    .await
-}
-
-async fn record(
-    agent: &mut AgentServiceClient<Authed>,
-    call: &LeasedCall,
-    kind: Kind,
-) -> Result<()> {
-    agent
-        .record_outcome(RecordOutcomeRequest {
-            lease_id: call.lease.clone().unwrap_or_default().lease_id,
-            disposition: Some(Disposition { kind: Some(kind) }),
-        })
-        .await?;
-    Ok(())
 }
 
 fn wrong_number() -> Kind {

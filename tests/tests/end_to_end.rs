@@ -5,53 +5,21 @@ use cnmas_proto::common::{
     contact_detail_change::Change, AttemptOutcome, ConsentChange, ContactDetailChange, FinalStatus,
     FollowUpKind, FollowUpRequest, OfferDecision, Theme,
 };
-use cnmas_proto::dialer::agent_service_client::AgentServiceClient;
 use cnmas_proto::dialer::{
-    disposition::Kind, next_call_response, Disposition, Interview, LeasedCall, NextCallRequest,
-    NotReached, RecordOutcomeRequest, RefusedInterview,
+    disposition::Kind, Disposition, Interview, NextCallRequest, NotReached, RecordOutcomeRequest,
+    RefusedInterview,
 };
 use cnmas_proto::intake::contact_submission::Person;
 use cnmas_proto::intake::ContactRejected;
 use cnmas_proto::results::{ContactChangeNotice, ContactResult, FollowUpNotice};
 use cnmas_runtime::auth::Role;
-use cnmas_system_tests::{eventually, people, take, Authed, System};
+use cnmas_system_tests::{eventually, lease, next_call, people, record, take, System};
 use std::collections::HashSet;
 use std::time::Duration;
 use tonic::Code;
 
 const FUND: &str = "751";
 const WAIT: Duration = Duration::from_secs(30);
-
-async fn next_call(agent: &mut AgentServiceClient<Authed>) -> Result<Option<LeasedCall>> {
-    let r = agent.next_call(NextCallRequest {}).await?.into_inner();
-    Ok(match r.result {
-        Some(next_call_response::Result::Call(c)) => Some(c),
-        _ => None,
-    })
-}
-
-/// Waits until a call is due for the agent and leases it.
-async fn lease(agent: &mut AgentServiceClient<Authed>) -> Result<LeasedCall> {
-    eventually(WAIT, "a due call", || {
-        let mut a = agent.clone();
-        async move { next_call(&mut a).await }
-    })
-    .await
-}
-
-async fn record(
-    agent: &mut AgentServiceClient<Authed>,
-    call: &LeasedCall,
-    kind: Kind,
-) -> Result<()> {
-    agent
-        .record_outcome(RecordOutcomeRequest {
-            lease_id: call.lease.clone().unwrap_or_default().lease_id,
-            disposition: Some(Disposition { kind: Some(kind) }),
-        })
-        .await?;
-    Ok(())
-}
 
 fn display_name_of(i: usize) -> String {
     format!("Camille Nom{i}")
