@@ -81,7 +81,9 @@ impl Ctx {
                 max_attempts: 3,
                 calling_policy: "all_hours".into(),
                 calling_policy_override_reason: "benchmark at any hour".into(),
-                // Fields added to the contract later keep their defaults.
+                // The pipeline step measures until every contact is due in the queue: no
+                // pacing (a real campaign keeps only what its agents can take).
+                pacing_ratio: -1.0,
                 ..Default::default()
             })
             .await

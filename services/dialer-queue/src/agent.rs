@@ -43,7 +43,7 @@ const OWN_CALLBACK: &str = "
     SELECT q.call_id FROM queue q
     JOIN agent_campaigns ac ON ac.campaign_id = q.campaign_id AND ac.agent_id = $1
     JOIN campaigns c ON c.campaign_id = q.campaign_id AND c.state = 'active'
-    WHERE q.callback_agent_id = $1 AND q.lease_id IS NULL
+    WHERE q.callback_agent_id = $1 AND q.callback_agent_id <> '' AND q.lease_id IS NULL
       AND q.due_at <= $2 AND q.window_end > $2
     ORDER BY q.due_at LIMIT 1
     FOR UPDATE OF q SKIP LOCKED";
