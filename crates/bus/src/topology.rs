@@ -70,11 +70,26 @@ pub async fn ensure(js: &jetstream::Context, ns: &Namespace, memory: bool) -> Re
                 stream::StorageType::File
             },
             duplicate_window: Duration::from_secs(120),
+            // Nobody may purge a stream or delete its messages: a client can aim a server
+            // reply at the JetStream API (see deploy/nats/README.md), and results must survive.
+            deny_purge: true,
+            deny_delete: true,
             ..Default::default()
         };
-        js.get_or_create_stream(config)
+        let mut stream = js
+            .get_or_create_stream(config.clone())
             .await
             .map_err(BusError::nats)?;
+        let current = stream.info().await.map_err(BusError::nats)?.config.clone();
+        if !current.deny_purge || !current.deny_delete {
+            js.update_stream(stream::Config {
+                deny_purge: true,
+                deny_delete: true,
+                ..current
+            })
+            .await
+            .map_err(BusError::nats)?;
+        }
     }
     Ok(())
 }
