@@ -10,6 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Which messages a durable consumer takes, and how.
 #[derive(Debug, Clone)]
@@ -247,10 +248,11 @@ async fn process_batch<H: BatchHandler>(
     let span = tracing::info_span!("consume_batch", consumer = spec.name, size = batch.len());
     crate::trace::set_parent_from(&span, batch.first().and_then(|m| m.headers.as_ref()));
     let started = Instant::now();
-    let outcome = {
-        let _enter = span.enter();
-        apply(ctx, spec, handler, &incoming).await
-    };
+    // `instrument`, not `span.enter()`: an entered guard held across an await corrupts the
+    // span stack of whatever task runs next on the thread.
+    let outcome = apply(ctx, spec, handler, &incoming)
+        .instrument(span.clone())
+        .await;
     metrics::histogram!("cnmas_consumer_batch_size", "consumer" => spec.name)
         .record(batch.len() as f64);
     match outcome {
