@@ -69,6 +69,7 @@ impl Base {
         let relay = OutboxRelay::new(pool.clone(), publisher.clone());
         let tasks = TaskTracker::new();
         tasks.spawn(relay.clone().run(shutdown.clone()));
+        tasks.spawn(purge_inbox(pool.clone(), shutdown.clone()));
         Ok(Base {
             service,
             pool,
@@ -154,6 +155,24 @@ impl Base {
             grpc_addr,
             http_addr,
             tasks: self.tasks.clone(),
+        }
+    }
+}
+
+/// Event ids are kept longer than any stream keeps its messages (30 days at most), so a replay
+/// still finds them; older ones are deleted hourly.
+async fn purge_inbox(pool: PgPool, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if let Err(e) =
+            sqlx::query("DELETE FROM bus_inbox WHERE processed_at < now() - interval '31 days'")
+                .execute(&pool)
+                .await
+        {
+            tracing::warn!(error = %e, "purging the inbox failed; will retry");
         }
     }
 }
