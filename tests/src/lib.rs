@@ -13,6 +13,7 @@ use cnmas_proto::dialer::{
     disposition::Kind, next_call_response, Disposition, LeasedCall, NextCallRequest,
     RecordOutcomeRequest,
 };
+use cnmas_proto::intake::intake_service_client::IntakeServiceClient;
 use cnmas_proto::intake::{ContactSubmission, SubmitContacts};
 use cnmas_proto::results::results_service_client::ResultsServiceClient;
 use cnmas_proto::scheduler::campaign_service_client::CampaignServiceClient;
@@ -280,6 +281,13 @@ impl System {
         let token = self.token(Role::Supervisor, None, None);
         Ok(DialerAdminServiceClient::with_interceptor(
             self.channel("dialer-queue").await?,
+            Self::with_token(token),
+        ))
+    }
+
+    pub async fn intake_api(&self, token: String) -> Result<IntakeServiceClient<Authed>> {
+        Ok(IntakeServiceClient::with_interceptor(
+            self.channel("intake").await?,
             Self::with_token(token),
         ))
     }

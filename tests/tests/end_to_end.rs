@@ -500,3 +500,64 @@ async fn an_expired_lease_returns_the_call_to_the_queue() -> Result<()> {
     system.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_auditor_sees_who_viewed_which_contact_and_when() -> Result<()> {
+    use cnmas_proto::intake::{list_card_views_request::Subject, ListCardViewsRequest};
+    let system = System::start().await?;
+    let campaign = system
+        .active_campaign(FUND, Theme::FluVaccination, &["agent-a"])
+        .await?;
+    system
+        .submit(FUND, &campaign, "v", vec![people::flu(6)])
+        .await?;
+    let mut agent = system.agent("agent-a").await?;
+    let call = lease(&mut agent).await?;
+    let contact = call.card.clone().unwrap_or_default().contact_id;
+    let mut auditor = system
+        .intake_api(system.token(Role::Auditor, None, None))
+        .await?;
+    let by_contact = auditor
+        .list_card_views(ListCardViewsRequest {
+            subject: Some(Subject::ContactId(contact.clone())),
+            limit: 0,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(by_contact.views.len(), 1);
+    let view = &by_contact.views[0];
+    assert_eq!(view.agent_id, "agent-a");
+    assert_eq!(view.campaign_id, campaign);
+    assert_eq!(
+        view.lease_id,
+        call.lease.clone().unwrap_or_default().lease_id
+    );
+    let by_agent = auditor
+        .list_card_views(ListCardViewsRequest {
+            subject: Some(Subject::AgentId("agent-a".into())),
+            limit: 10,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(by_agent.views.len(), 1);
+    assert_eq!(by_agent.views[0].contact_id, contact);
+    // Nobody else may read the audit trail; a request must name whose views.
+    let mut fund = system
+        .intake_api(system.token(Role::Fund, Some(FUND), None))
+        .await?;
+    let err = fund
+        .list_card_views(ListCardViewsRequest {
+            subject: Some(Subject::ContactId(contact)),
+            limit: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = auditor
+        .list_card_views(ListCardViewsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    system.stop().await;
+    Ok(())
+}

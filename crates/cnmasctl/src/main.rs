@@ -43,6 +43,8 @@ enum Command {
     Results(ops::ResultsCommand),
     /// A campaign's report: counts by final status, reach and acceptance rates.
     Report(ops::ReportArgs),
+    /// As an auditor: who viewed a contact's card, or which cards an agent viewed, and when.
+    Audit(ops::AuditArgs),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -60,6 +62,7 @@ async fn main() -> std::process::ExitCode {
         Command::RecordOutcome(args) => ops::record_outcome(&token, args).await,
         Command::Results(c) => ops::results(c).await,
         Command::Report(args) => ops::report(&token, args).await,
+        Command::Audit(args) => ops::audit(&token, args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

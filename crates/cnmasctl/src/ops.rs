@@ -637,3 +637,44 @@ pub async fn report(token: &str, a: ReportArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    /// The views of one contact's card.
+    #[arg(long, conflicts_with = "agent")]
+    contact: Option<String>,
+    /// The cards one agent viewed.
+    #[arg(long)]
+    agent: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+}
+
+pub async fn audit(token: &str, a: AuditArgs) -> Result<()> {
+    use cnmas_proto::intake::{
+        intake_service_client::IntakeServiceClient, list_card_views_request::Subject,
+        ListCardViewsRequest,
+    };
+    let subject = match (a.contact, a.agent) {
+        (Some(c), None) => Subject::ContactId(c),
+        (None, Some(g)) => Subject::AgentId(g),
+        _ => bail!("give --contact or --agent"),
+    };
+    let (ch, auth) = channel("intake", token).await?;
+    let views = IntakeServiceClient::with_interceptor(ch, auth)
+        .list_card_views(ListCardViewsRequest {
+            subject: Some(subject),
+            limit: a.limit,
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    for v in &views.views {
+        print(serde_json::json!({
+            "contact_id": v.contact_id, "campaign_id": v.campaign_id, "agent_id": v.agent_id,
+            "lease_id": v.lease_id, "action": v.action,
+            "at": v.at.as_ref().and_then(cnmas_proto::support::from_timestamp).map(|t| t.to_rfc3339()),
+        }));
+    }
+    Ok(())
+}

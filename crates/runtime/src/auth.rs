@@ -20,6 +20,8 @@ pub enum Role {
     Admin,
     /// Another CNMAS service (e.g. the dialer fetching a call card from intake).
     Service,
+    /// The data-protection officer's audits: who saw what.
+    Auditor,
 }
 
 impl std::str::FromStr for Role {
@@ -31,7 +33,8 @@ impl std::str::FromStr for Role {
             "supervisor" => Ok(Role::Supervisor),
             "admin" => Ok(Role::Admin),
             "service" => Ok(Role::Service),
-            _ => Err("role must be fund, agent, supervisor, admin or service".into()),
+            "auditor" => Ok(Role::Auditor),
+            _ => Err("role must be fund, agent, supervisor, admin, auditor or service".into()),
         }
     }
 }
@@ -74,7 +77,7 @@ impl Principal {
         match self.role {
             Role::Fund => self.fund.as_deref() == Some(fund),
             Role::Supervisor | Role::Admin | Role::Service => true,
-            Role::Agent => false,
+            Role::Agent | Role::Auditor => false,
         }
     }
 

@@ -175,4 +175,57 @@ impl IntakeService for IntakeApi {
             viewed_at: Some(timestamp(viewed_at)),
         }))
     }
+
+    async fn list_card_views(
+        &self,
+        req: Request<pb::ListCardViewsRequest>,
+    ) -> Result<Response<pb::ListCardViewsResponse>, Status> {
+        principal(&req)?.require(&[Role::Auditor, Role::Admin])?;
+        let r = req.into_inner();
+        let limit = match r.limit {
+            0 => 100,
+            n => n.min(1000),
+        } as i64;
+        let (contact, agent): (Option<Uuid>, Option<String>) =
+            match r.subject {
+                Some(pb::list_card_views_request::Subject::ContactId(c)) => (
+                    Some(Uuid::parse_str(c.trim()).map_err(|_| {
+                        Status::invalid_argument("contact_id: uuid: not a contact id")
+                    })?),
+                    None,
+                ),
+                Some(pb::list_card_views_request::Subject::AgentId(a)) if !a.trim().is_empty() => {
+                    (None, Some(a.trim().to_string()))
+                }
+                _ => {
+                    return Err(Status::invalid_argument(
+                        "subject: required: a contact_id or an agent_id",
+                    ))
+                }
+            };
+        let rows = sqlx::query(
+            "SELECT contact_id, campaign_id, agent_id, lease_id, action, at FROM card_audit
+             WHERE ($1::uuid IS NULL OR contact_id = $1) AND ($2::text IS NULL OR agent_id = $2)
+             ORDER BY at DESC, id DESC LIMIT $3",
+        )
+        .bind(contact)
+        .bind(agent)
+        .bind(limit)
+        .fetch_all(&self.state.base.pool)
+        .await
+        .map_err(internal)?;
+        Ok(Response::new(pb::ListCardViewsResponse {
+            views: rows
+                .iter()
+                .map(|r| pb::CardView {
+                    contact_id: r.get::<Uuid, _>("contact_id").to_string(),
+                    campaign_id: r.get::<Uuid, _>("campaign_id").to_string(),
+                    agent_id: r.get("agent_id"),
+                    lease_id: r.get("lease_id"),
+                    action: r.get("action"),
+                    at: Some(timestamp(r.get("at"))),
+                })
+                .collect(),
+        }))
+    }
 }
