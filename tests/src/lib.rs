@@ -307,28 +307,20 @@ impl System {
         theme: Theme,
         agents: &[&str],
     ) -> Result<String> {
+        self.start_campaign(test_campaign(fund, theme), agents)
+            .await
+    }
+
+    /// Creates `request` as its fund, activates it and assigns it to `agents`.
+    pub async fn start_campaign(
+        &self,
+        request: cnmas_proto::scheduler::CreateCampaignRequest,
+        agents: &[&str],
+    ) -> Result<String> {
         let mut client = self
-            .campaigns(self.token(Role::Fund, Some(fund), None))
+            .campaigns(self.token(Role::Fund, Some(&request.fund_code.clone()), None))
             .await?;
-        let today = Utc::now().date_naive();
-        let campaign = client
-            .create_campaign(cnmas_proto::scheduler::CreateCampaignRequest {
-                fund_code: fund.into(),
-                name: "Campagne de test".into(),
-                theme: theme as i32,
-                starts_on: (today - chrono::Duration::days(1)).to_string(),
-                ends_on: (today + chrono::Duration::days(30)).to_string(),
-                presented_number: "+33947500000".into(),
-                max_attempts: 3,
-                calling_policy: "all_hours".into(),
-                calling_policy_override_reason: "automated test at any hour".into(),
-                // Every due call is released at once; pacing has its own tests.
-                pacing_ratio: -1.0,
-                priority_rule: String::new(),
-                retry_policy: String::new(),
-            })
-            .await?
-            .into_inner();
+        let campaign = client.create_campaign(request).await?.into_inner();
         client
             .activate_campaign(cnmas_proto::scheduler::CampaignTransitionRequest {
                 campaign_id: campaign.campaign_id.clone(),
@@ -431,6 +423,26 @@ pub async fn record(
         })
         .await?;
     Ok(())
+}
+
+/// A campaign for tests: callable at any hour (an audited override, so tests pass at night and
+/// on holidays), started yesterday for 30 days, 3 attempts, no pacing (pacing has its own tests).
+pub fn test_campaign(fund: &str, theme: Theme) -> cnmas_proto::scheduler::CreateCampaignRequest {
+    let today = Utc::now().date_naive();
+    cnmas_proto::scheduler::CreateCampaignRequest {
+        fund_code: fund.into(),
+        name: "Campagne de test".into(),
+        theme: theme as i32,
+        starts_on: (today - chrono::Duration::days(1)).to_string(),
+        ends_on: (today + chrono::Duration::days(30)).to_string(),
+        presented_number: "+33947500000".into(),
+        max_attempts: 3,
+        calling_policy: "all_hours".into(),
+        calling_policy_override_reason: "automated test at any hour".into(),
+        pacing_ratio: -1.0,
+        priority_rule: String::new(),
+        retry_policy: String::new(),
+    }
 }
 
 /// Reads messages from a consumer until `n` have arrived (acking each), or fails after `within`.

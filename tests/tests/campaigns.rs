@@ -16,7 +16,9 @@ use cnmas_proto::scheduler::{CampaignTransitionRequest, CreateCampaignRequest};
 use cnmas_proto::support::{envelope, timestamp};
 use cnmas_runtime::auth::Role;
 use cnmas_runtime::CommonConfig;
-use cnmas_system_tests::{eventually, lease, next_call, people, record, take, System, JWT_SECRET};
+use cnmas_system_tests::{
+    eventually, lease, next_call, people, record, take, test_campaign, System, JWT_SECRET,
+};
 use sqlx::PgPool;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -36,51 +38,17 @@ async fn campaign(
     priority_rule: &str,
     agents: &[&str],
 ) -> Result<String> {
-    let mut client = system
-        .campaigns(system.token(Role::Fund, Some(FUND), None))
-        .await?;
-    let today = Utc::now().date_naive();
-    let c = client
-        .create_campaign(CreateCampaignRequest {
-            fund_code: FUND.into(),
-            name: "Campagne grippe".into(),
-            theme: Theme::FluVaccination as i32,
-            starts_on: (today - Days::days(1)).to_string(),
-            ends_on: (today + Days::days(30)).to_string(),
-            presented_number: "+33947500000".into(),
-            max_attempts,
-            calling_policy: "all_hours".into(),
-            calling_policy_override_reason: "automated test at any hour".into(),
-            pacing_ratio,
-            priority_rule: priority_rule.into(),
-            retry_policy: String::new(),
-        })
-        .await?
-        .into_inner();
-    client
-        .activate_campaign(CampaignTransitionRequest {
-            campaign_id: c.campaign_id.clone(),
-            reason: "test".into(),
-        })
-        .await?;
-    let mut admin = system.dialer_admin().await?;
-    for a in agents {
-        admin
-            .upsert_agent(cnmas_proto::dialer::UpsertAgentRequest {
-                agent_id: a.to_string(),
-                display_name: format!("Agent {a}"),
-                team: "test".into(),
-            })
-            .await?;
-        admin
-            .assign_campaign(cnmas_proto::dialer::AssignCampaignRequest {
-                agent_id: a.to_string(),
-                campaign_id: c.campaign_id.clone(),
-                revoke: false,
-            })
-            .await?;
-    }
-    Ok(c.campaign_id)
+    system
+        .start_campaign(
+            CreateCampaignRequest {
+                max_attempts,
+                pacing_ratio,
+                priority_rule: priority_rule.into(),
+                ..test_campaign(FUND, Theme::FluVaccination)
+            },
+            agents,
+        )
+        .await
 }
 
 fn wrong_number() -> Kind {
@@ -741,20 +709,10 @@ async fn a_campaign_sets_its_own_retry_delays() -> Result<()> {
     let mut client = system
         .campaigns(system.token(Role::Fund, Some(FUND), None))
         .await?;
-    let today = Utc::now().date_naive();
     let request = |retry_policy: &str| CreateCampaignRequest {
-        fund_code: FUND.into(),
-        name: "Campagne grippe".into(),
-        theme: Theme::FluVaccination as i32,
-        starts_on: (today - Days::days(1)).to_string(),
-        ends_on: (today + Days::days(30)).to_string(),
-        presented_number: "+33947500000".into(),
         max_attempts: 4,
-        calling_policy: "all_hours".into(),
-        calling_policy_override_reason: "automated test at any hour".into(),
-        pacing_ratio: -1.0,
-        priority_rule: String::new(),
         retry_policy: retry_policy.into(),
+        ..test_campaign(FUND, Theme::FluVaccination)
     };
     // Out-of-range or unknown settings are refused, naming the field.
     for bad in [
