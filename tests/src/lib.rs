@@ -334,6 +334,7 @@ impl System {
                     agent_id: a.to_string(),
                     display_name: format!("Agent {a}"),
                     team: "test".into(),
+                    supervisor: false,
                 })
                 .await?;
             admin

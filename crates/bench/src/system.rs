@@ -247,6 +247,7 @@ impl Ctx {
                             agent_id: id.clone(),
                             display_name: format!("Agent {id}"),
                             team: "bench".into(),
+                            supervisor: false,
                         })
                         .await
                         .context("UpsertAgent")?;

@@ -269,6 +269,15 @@ pub enum AgentCommand {
         name: String,
         #[arg(long, default_value = "")]
         team: String,
+        /// A supervisor account (console supervisor screen); needs an admin token.
+        #[arg(long)]
+        supervisor: bool,
+    },
+    /// Set the agent's console password, read from standard input (first line), so it never
+    /// appears in the shell history or the process list.
+    SetPassword {
+        #[arg(long)]
+        agent: String,
     },
     /// Allow an agent to work a campaign (or, with --revoke, no longer).
     Assign {
@@ -285,7 +294,8 @@ pub enum AgentCommand {
 fn agent_json(a: &dialer::Agent) -> serde_json::Value {
     serde_json::json!({
         "agent_id": a.agent_id, "display_name": a.display_name, "team": a.team,
-        "campaign_ids": a.campaign_ids,
+        "campaign_ids": a.campaign_ids, "supervisor": a.supervisor,
+        "has_password": a.has_password,
     })
 }
 
@@ -293,12 +303,18 @@ pub async fn agent(token: &str, c: AgentCommand) -> Result<()> {
     let (ch, auth) = channel("dialer", token).await?;
     let mut client = DialerAdminServiceClient::with_interceptor(ch, auth);
     let agent = match c {
-        AgentCommand::Add { agent, name, team } => {
+        AgentCommand::Add {
+            agent,
+            name,
+            team,
+            supervisor,
+        } => {
             client
                 .upsert_agent(dialer::UpsertAgentRequest {
                     agent_id: agent,
                     display_name: name,
                     team,
+                    supervisor,
                 })
                 .await
         }
@@ -314,6 +330,26 @@ pub async fn agent(token: &str, c: AgentCommand) -> Result<()> {
                     revoke,
                 })
                 .await
+        }
+        AgentCommand::SetPassword { agent } => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("reading the password from standard input")?;
+            let password = password.trim_end_matches(['\r', '\n']).to_string();
+            let r = client
+                .set_agent_password(dialer::SetAgentPasswordRequest {
+                    agent_id: agent,
+                    password,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            print(serde_json::json!({
+                "agent_id": r.agent_id,
+                "password_set_at": r.set_at.as_ref().and_then(cnmas_proto::support::from_timestamp).map(|t| t.to_rfc3339()),
+            }));
+            return Ok(());
         }
         AgentCommand::List => {
             let list = client
@@ -672,7 +708,7 @@ pub async fn audit(token: &str, a: AuditArgs) -> Result<()> {
     for v in &views.views {
         print(serde_json::json!({
             "contact_id": v.contact_id, "campaign_id": v.campaign_id, "agent_id": v.agent_id,
-            "lease_id": v.lease_id, "action": v.action,
+            "lease_id": v.lease_id, "action": v.action, "field": v.field,
             "at": v.at.as_ref().and_then(cnmas_proto::support::from_timestamp).map(|t| t.to_rfc3339()),
         }));
     }

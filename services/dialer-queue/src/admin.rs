@@ -2,6 +2,7 @@
 
 use crate::staffing;
 use crate::State;
+use crate::{credentials, floor};
 use cnmas_proto::dialer::{self as pb, dialer_admin_service_server::DialerAdminService};
 use cnmas_proto::support::timestamp;
 use cnmas_runtime::auth::{principal, Role};
@@ -41,8 +42,9 @@ impl AdminApi {
     async fn agent(&self, agent_id: &str) -> Result<pb::Agent, Status> {
         let pool = &self.state.base.pool;
         let row = sqlx::query(
-            "SELECT agent_id, display_name, team, state, pause_reason, state_since FROM agents
-             WHERE agent_id = $1",
+            "SELECT agent_id, display_name, team, state, pause_reason, state_since, supervisor,
+                    password_hash IS NOT NULL AS has_password
+             FROM agents WHERE agent_id = $1",
         )
         .bind(agent_id)
         .fetch_optional(pool)
@@ -64,6 +66,8 @@ impl AdminApi {
             state: staffing::state_from_code(row.get("state")) as i32,
             pause_reason: row.get("pause_reason"),
             state_since: Some(timestamp(row.get("state_since"))),
+            supervisor: row.get("supervisor"),
+            has_password: row.get("has_password"),
         })
     }
 }
@@ -74,9 +78,23 @@ impl DialerAdminService for AdminApi {
         &self,
         req: Request<pb::UpsertAgentRequest>,
     ) -> Result<Response<pb::Agent>, Status> {
-        principal(&req)?.require(&[Role::Supervisor, Role::Admin])?;
+        let who = principal(&req)?;
+        who.require(&[Role::Supervisor, Role::Admin])?;
         let r = req.into_inner();
         let agent_id = check_agent_id(&r.agent_id)?;
+        // Making or unmaking a supervisor is an admin's act: a supervisor could otherwise
+        // grant itself colleagues with its own powers.
+        let was_supervisor: Option<bool> =
+            sqlx::query_scalar("SELECT supervisor FROM agents WHERE agent_id = $1")
+                .bind(agent_id)
+                .fetch_optional(&self.state.base.pool)
+                .await
+                .map_err(internal)?;
+        if (r.supervisor || was_supervisor == Some(true)) && who.role != Role::Admin {
+            return Err(Status::permission_denied(
+                "supervisor: role.admin: only an admin grants or changes a supervisor account",
+            ));
+        }
         let name = r.display_name.trim();
         if name.is_empty() || name.chars().count() > 100 {
             return Err(Status::invalid_argument(
@@ -84,13 +102,14 @@ impl DialerAdminService for AdminApi {
             ));
         }
         sqlx::query(
-            "INSERT INTO agents (agent_id, display_name, team) VALUES ($1, $2, $3)
+            "INSERT INTO agents (agent_id, display_name, team, supervisor) VALUES ($1, $2, $3, $4)
              ON CONFLICT (agent_id) DO UPDATE SET display_name = EXCLUDED.display_name,
-                 team = EXCLUDED.team",
+                 team = EXCLUDED.team, supervisor = EXCLUDED.supervisor",
         )
         .bind(agent_id)
         .bind(name)
         .bind(r.team.trim())
+        .bind(r.supervisor)
         .execute(&self.state.base.pool)
         .await
         .map_err(internal)?;
@@ -135,7 +154,9 @@ impl DialerAdminService for AdminApi {
         let pool = &self.state.base.pool;
         let mut agents: BTreeMap<String, pb::Agent> = BTreeMap::new();
         for r in sqlx::query(
-            "SELECT agent_id, display_name, team, state, pause_reason, state_since FROM agents",
+            "SELECT agent_id, display_name, team, state, pause_reason, state_since, supervisor,
+                    password_hash IS NOT NULL AS has_password
+             FROM agents",
         )
         .fetch_all(pool)
         .await
@@ -152,6 +173,8 @@ impl DialerAdminService for AdminApi {
                     state: staffing::state_from_code(r.get("state")) as i32,
                     pause_reason: r.get("pause_reason"),
                     state_since: Some(timestamp(r.get("state_since"))),
+                    supervisor: r.get("supervisor"),
+                    has_password: r.get("has_password"),
                 },
             );
         }
@@ -169,5 +192,73 @@ impl DialerAdminService for AdminApi {
         Ok(Response::new(pb::ListAgentsResponse {
             agents: agents.into_values().collect(),
         }))
+    }
+
+    async fn set_agent_password(
+        &self,
+        req: Request<pb::SetAgentPasswordRequest>,
+    ) -> Result<Response<pb::SetAgentPasswordResponse>, Status> {
+        let who = principal(&req)?;
+        who.require(&[Role::Supervisor, Role::Admin])?;
+        let r = req.into_inner();
+        let agent_id = check_agent_id(&r.agent_id)?.to_string();
+        credentials::check_password_rules(&r.password)?;
+        let supervisor: bool =
+            sqlx::query_scalar("SELECT supervisor FROM agents WHERE agent_id = $1")
+                .bind(&agent_id)
+                .fetch_optional(&self.state.base.pool)
+                .await
+                .map_err(internal)?
+                .ok_or_else(|| Status::not_found("no such agent"))?;
+        if supervisor && who.role != Role::Admin {
+            return Err(Status::permission_denied(
+                "agent_id: role.admin: only an admin sets a supervisor's password",
+            ));
+        }
+        let hash = credentials::hash_password(r.password).await?;
+        let set_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+            "UPDATE agents SET password_hash = $2, password_set_at = now(), failed_sign_ins = 0,
+                 sign_in_locked_until = NULL
+             WHERE agent_id = $1 RETURNING password_set_at",
+        )
+        .bind(&agent_id)
+        .bind(hash)
+        .fetch_one(&self.state.base.pool)
+        .await
+        .map_err(internal)?;
+        tracing::info!(agent = %agent_id, by = %who.subject, "console password set");
+        Ok(Response::new(pb::SetAgentPasswordResponse {
+            agent_id,
+            set_at: Some(timestamp(set_at)),
+        }))
+    }
+
+    async fn verify_agent_credentials(
+        &self,
+        req: Request<pb::VerifyAgentCredentialsRequest>,
+    ) -> Result<Response<pb::Agent>, Status> {
+        principal(&req)?.require(&[Role::Service])?;
+        let r = req.into_inner();
+        // A malformed identifier is just another wrong identifier: same answer, same cost.
+        let agent_id = check_agent_id(&r.agent_id).unwrap_or("").to_string();
+        if credentials::verify(&self.state.base.pool, &agent_id, r.password).await? {
+            Ok(Response::new(self.agent(&agent_id).await?))
+        } else {
+            Err(Status::unauthenticated(credentials::REFUSED))
+        }
+    }
+
+    async fn get_campaign_floor(
+        &self,
+        req: Request<pb::GetCampaignFloorRequest>,
+    ) -> Result<Response<pb::CampaignFloor>, Status> {
+        principal(&req)?.require(&[Role::Supervisor, Role::Admin])?;
+        let campaign_id = Uuid::parse_str(req.get_ref().campaign_id.trim())
+            .map_err(|_| Status::invalid_argument("campaign_id: uuid: not a campaign id"))?;
+        Ok(Response::new(
+            floor::campaign_floor(&self.state.base.pool, campaign_id)
+                .await
+                .map_err(internal)?,
+        ))
     }
 }

@@ -375,6 +375,75 @@ impl AgentService for AgentApi {
         }))
     }
 
+    async fn reveal_card_field(
+        &self,
+        req: Request<pb::RevealCardFieldRequest>,
+    ) -> Result<Response<pb::RevealedCardField>, Status> {
+        let who = principal(&req)?;
+        let agent_id = who.agent_id()?.to_string();
+        let r = req.into_inner();
+        let lease_id = Uuid::parse_str(r.lease_id.trim())
+            .map_err(|_| Status::invalid_argument("lease_id: uuid: not a lease id"))?;
+        // Only the agent holding the live lease may see the clear value, and only of that call.
+        let call = sqlx::query(
+            "SELECT contact_id, campaign_id FROM queue
+             WHERE lease_id = $1 AND leased_by = $2 AND lease_expires_at > now()",
+        )
+        .bind(lease_id)
+        .bind(&agent_id)
+        .fetch_optional(&self.state.base.pool)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| {
+            Status::failed_precondition("lease_id: lease.lost: this call is no longer yours")
+        })?;
+        let token = self
+            .state
+            .base
+            .auth
+            .issue(
+                Role::Service,
+                crate::SERVICE,
+                None,
+                None,
+                chrono::Duration::minutes(5),
+            )
+            .map_err(internal)?;
+        let req = bearer(
+            Request::new(cnmas_proto::intake::RevealCardFieldRequest {
+                contact_id: call.get::<Uuid, _>("contact_id").to_string(),
+                campaign_id: call.get::<Uuid, _>("campaign_id").to_string(),
+                agent_id,
+                lease_id: lease_id.to_string(),
+                field: r.field.trim().to_string(),
+            }),
+            &token,
+        )?;
+        let revealed = self
+            .state
+            .intake
+            .clone()
+            .reveal_card_field(req)
+            .await
+            .map_err(|e| match e.code() {
+                // The agent's own mistakes (a field that is not masked, or not in the theme).
+                tonic::Code::InvalidArgument
+                | tonic::Code::FailedPrecondition
+                | tonic::Code::NotFound => Status::new(e.code(), e.message().to_string()),
+                code => {
+                    tracing::warn!(?code, "card reveal unavailable");
+                    Status::unavailable("the card cannot be reached now; try again")
+                }
+            })?
+            .into_inner();
+        metrics::counter!("cnmas_dialer_card_reveals_total").increment(1);
+        Ok(Response::new(pb::RevealedCardField {
+            field: revealed.field,
+            label: revealed.label,
+            value: revealed.value,
+        }))
+    }
+
     async fn set_agent_state(
         &self,
         req: Request<pb::SetAgentStateRequest>,

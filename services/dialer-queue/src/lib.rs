@@ -3,7 +3,9 @@
 
 mod admin;
 mod agent;
+mod credentials;
 pub mod disposition;
+mod floor;
 mod queue;
 mod staffing;
 

@@ -24,7 +24,7 @@ fn internal(e: impl std::fmt::Display) -> Status {
 }
 
 /// French labels shown to agents.
-fn label(field: Field) -> &'static str {
+pub(crate) fn label(field: Field) -> &'static str {
     match field {
         Field::Nir => "NIR",
         Field::LastName => "Nom",
@@ -176,6 +176,13 @@ impl IntakeService for IntakeApi {
         }))
     }
 
+    async fn reveal_card_field(
+        &self,
+        req: Request<pb::RevealCardFieldRequest>,
+    ) -> Result<Response<pb::RevealedField>, Status> {
+        crate::reveal::reveal_card_field(&self.state, req).await
+    }
+
     async fn list_card_views(
         &self,
         req: Request<pb::ListCardViewsRequest>,
@@ -204,7 +211,7 @@ impl IntakeService for IntakeApi {
                 }
             };
         let rows = sqlx::query(
-            "SELECT contact_id, campaign_id, agent_id, lease_id, action, at FROM card_audit
+            "SELECT contact_id, campaign_id, agent_id, lease_id, action, field, at FROM card_audit
              WHERE ($1::uuid IS NULL OR contact_id = $1) AND ($2::text IS NULL OR agent_id = $2)
              ORDER BY at DESC, id DESC LIMIT $3",
         )
@@ -224,6 +231,7 @@ impl IntakeService for IntakeApi {
                     lease_id: r.get("lease_id"),
                     action: r.get("action"),
                     at: Some(timestamp(r.get("at"))),
+                    field: r.get("field"),
                 })
                 .collect(),
         }))

@@ -4,6 +4,7 @@
 
 mod api;
 mod intake;
+mod reveal;
 pub mod submission;
 pub mod vault;
 
