@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "cnmas/scheduler/v1/scheduler.proto",
         "cnmas/dialer/v1/dialer.proto",
         "cnmas/results/v1/results.proto",
+        "cnmas/rights/v1/rights.proto",
     ];
     let fds = protox::compile(files, [&root])?;
     tonic_build::configure()

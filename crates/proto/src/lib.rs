@@ -38,6 +38,11 @@ pub mod cnmas {
             tonic::include_proto!("cnmas.results.v1");
         }
     }
+    pub mod rights {
+        pub mod v1 {
+            tonic::include_proto!("cnmas.rights.v1");
+        }
+    }
 }
 
 pub use cnmas::common::v1 as common;
@@ -45,6 +50,7 @@ pub use cnmas::consent::v1 as consent;
 pub use cnmas::dialer::v1 as dialer;
 pub use cnmas::intake::v1 as intake;
 pub use cnmas::results::v1 as results;
+pub use cnmas::rights::v1 as rights;
 pub use cnmas::scheduler::v1 as scheduler;
 
 pub mod support;

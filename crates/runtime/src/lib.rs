@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod rights;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
