@@ -28,6 +28,8 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+mod rights;
+
 pub const SERVICE: &str = "consent";
 
 #[derive(Clone)]
@@ -35,6 +37,8 @@ pub struct Config {
     pub common: CommonConfig,
     /// `CNMAS_PERSON_KEY_SECRET`: the same secret as intake's, to key the funds' opt-outs.
     pub person_key_secret: String,
+    /// Retention periods and purge schedule (`CNMAS_RETENTION_*`, `CNMAS_PURGE_INTERVAL_SECONDS`).
+    pub retention: cnmas_runtime::rights::Retention,
 }
 
 impl Config {
@@ -43,6 +47,7 @@ impl Config {
             common: CommonConfig::from_env()?,
             person_key_secret: var("CNMAS_PERSON_KEY_SECRET")
                 .context("CNMAS_PERSON_KEY_SECRET is required")?,
+            retention: cnmas_runtime::rights::Retention::from_env()?,
         })
     }
 }
@@ -76,8 +81,24 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         ConsumerSpec::new(SERVICE, "consent_funds", "cnmas.in.v1.*.consent"),
         Arc::new(FundConsents { keyer }),
     );
+    base.spawn_consumer(
+        ConsumerSpec::new(
+            SERVICE,
+            "consent_rectifications",
+            "cnmas.evt.v1.intake.contact_rectified",
+        ),
+        Arc::new(rights::Rectifications),
+    );
+    let person_data = cnmas_runtime::rights::start(
+        &base,
+        Arc::new(rights::ConsentData),
+        config.retention,
+        "consent_closures",
+    );
+    let router = tonic::transport::Server::builder().add_service(person_data);
+    let grpc = base.serve_grpc(config.common.grpc_addr, router).await?;
     let http = base.serve_http(config.common.http_addr, None).await?;
-    Ok(base.running(None, http))
+    Ok(base.running(Some(grpc), http))
 }
 
 /// `*` or a theme code.

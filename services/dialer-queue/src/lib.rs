@@ -7,6 +7,7 @@ mod credentials;
 pub mod disposition;
 mod floor;
 mod queue;
+mod rights;
 mod staffing;
 
 use anyhow::{Context, Result};
@@ -30,6 +31,8 @@ pub struct Config {
     pub intake_url: String,
     /// `CNMAS_LEASE_SECONDS`: how long a leased call stays with its agent without renewal.
     pub lease: Duration,
+    /// Retention periods and purge schedule (`CNMAS_RETENTION_*`, `CNMAS_PURGE_INTERVAL_SECONDS`).
+    pub retention: cnmas_runtime::rights::Retention,
 }
 
 impl Config {
@@ -38,6 +41,7 @@ impl Config {
             common: CommonConfig::from_env()?,
             intake_url: var_or("CNMAS_INTAKE_URL", "http://127.0.0.1:50051"),
             lease: Duration::from_secs(parse_var("CNMAS_LEASE_SECONDS", 300)?),
+            retention: cnmas_runtime::rights::Retention::from_env()?,
         })
     }
 }
@@ -70,9 +74,24 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         ConsumerSpec::new(SERVICE, "dialer_scheduler", "cnmas.evt.v1.scheduler.>"),
         Arc::new(queue::QueueFeed),
     );
+    base.spawn_consumer(
+        ConsumerSpec::new(
+            SERVICE,
+            "dialer_replans",
+            "cnmas.evt.v1.scheduler.call_replanned",
+        ),
+        Arc::new(rights::Replans),
+    );
+    let person_data = cnmas_runtime::rights::start(
+        &base,
+        Arc::new(rights::DialerData),
+        config.retention,
+        "dialer_closures",
+    );
     base.tasks.spawn(queue::run_sweeper(state.clone()));
     base.tasks.spawn(staffing::run_publisher(state.clone()));
     let router = tonic::transport::Server::builder()
+        .add_service(person_data)
         .add_service(AgentServiceServer::with_interceptor(
             agent::AgentApi {
                 state: state.clone(),

@@ -4,6 +4,7 @@
 
 mod collect;
 mod report;
+mod rights;
 
 use anyhow::Result;
 use cnmas_bus::ConsumerSpec;
@@ -18,12 +19,15 @@ pub const SERVICE: &str = "results";
 #[derive(Debug, Clone)]
 pub struct Config {
     pub common: CommonConfig,
+    /// Retention periods and purge schedule (`CNMAS_RETENTION_*`, `CNMAS_PURGE_INTERVAL_SECONDS`).
+    pub retention: cnmas_runtime::rights::Retention,
 }
 
 impl Config {
     pub fn from_env() -> Result<Self> {
         Ok(Config {
             common: CommonConfig::from_env()?,
+            retention: cnmas_runtime::rights::Retention::from_env()?,
         })
     }
 }
@@ -47,11 +51,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         base.spawn_consumer(ConsumerSpec::new(SERVICE, name, filter), collector.clone());
     }
     base.tasks.spawn(collect::run_sweeper(base.clone()));
-    let router =
-        tonic::transport::Server::builder().add_service(ResultsServiceServer::with_interceptor(
+    let person_data = cnmas_runtime::rights::start(
+        &base,
+        Arc::new(rights::ResultsData),
+        config.retention,
+        "results_closures",
+    );
+    let router = tonic::transport::Server::builder()
+        .add_service(ResultsServiceServer::with_interceptor(
             report::ReportApi { base: base.clone() },
             base.auth.interceptor(),
-        ));
+        ))
+        .add_service(person_data);
     let grpc = base.serve_grpc(config.common.grpc_addr, router).await?;
     let http = base.serve_http(config.common.http_addr, None).await?;
     Ok(base.running(Some(grpc), http))

@@ -4,6 +4,7 @@
 
 mod campaigns;
 pub(crate) mod planning;
+mod rights;
 
 use anyhow::Result;
 use cnmas_bus::ConsumerSpec;
@@ -26,6 +27,8 @@ pub struct Config {
     pub holidays: Option<String>,
     /// `CNMAS_SCHEDULER_TICK_MS`: how often due contacts are released, default 200.
     pub tick: Duration,
+    /// Retention periods and purge schedule (`CNMAS_RETENTION_*`, `CNMAS_PURGE_INTERVAL_SECONDS`).
+    pub retention: cnmas_runtime::rights::Retention,
 }
 
 impl Config {
@@ -38,6 +41,7 @@ impl Config {
             common: CommonConfig::from_env()?,
             holidays,
             tick: Duration::from_millis(parse_var("CNMAS_SCHEDULER_TICK_MS", 200)?),
+            retention: cnmas_runtime::rights::Retention::from_env()?,
         })
     }
 }
@@ -90,12 +94,32 @@ pub async fn start_with_clock(
     base.tasks
         .spawn(planning::run_ticker(state.clone(), config.tick));
 
+    base.spawn_consumer(
+        ConsumerSpec::new(
+            SERVICE,
+            "scheduler_rectifications",
+            "cnmas.evt.v1.intake.contact_rectified",
+        ),
+        Arc::new(rights::Rectifications {
+            state: state.clone(),
+        }),
+    );
+    let person_data = cnmas_runtime::rights::start(
+        &base,
+        Arc::new(rights::SchedulerData),
+        config.retention,
+        "scheduler_closures",
+    );
+
     let api = campaigns::CampaignApi {
         state: state.clone(),
     };
-    let router = tonic::transport::Server::builder().add_service(
-        CampaignServiceServer::with_interceptor(api, base.auth.interceptor()),
-    );
+    let router = tonic::transport::Server::builder()
+        .add_service(CampaignServiceServer::with_interceptor(
+            api,
+            base.auth.interceptor(),
+        ))
+        .add_service(person_data);
     let grpc = base.serve_grpc(config.common.grpc_addr, router).await?;
     let http = base.serve_http(config.common.http_addr, None).await?;
     Ok(base.running(Some(grpc), http))

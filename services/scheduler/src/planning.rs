@@ -388,7 +388,7 @@ async fn insert_cleared(
                      $7::text[], $8::bigint[]) AS x(c, k, f, p, t, tr, d, pr)
          ON CONFLICT (contact_id) DO NOTHING",
     )
-    .bind(cols.contact_ids)
+    .bind(&cols.contact_ids)
     .bind(cols.campaign_ids)
     .bind(cols.funds)
     .bind(cols.person_keys)
@@ -399,6 +399,8 @@ async fn insert_cleared(
     .bind(now)
     .execute(&mut *tx)
     .await?;
+    // A fund may have rectified the contact before its plan existed.
+    crate::rights::apply_rectifications(tx, &cols.contact_ids).await?;
     Ok(())
 }
 
@@ -507,7 +509,7 @@ pub async fn run_ticker(state: Arc<State>, tick: Duration) {
     }
 }
 
-fn place_of(department: &str, territory: &str) -> Option<Place> {
+pub(crate) fn place_of(department: &str, territory: &str) -> Option<Place> {
     if let Ok(d) = Department::parse(department) {
         return Some(Place::Department(d));
     }

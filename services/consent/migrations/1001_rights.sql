@@ -1,0 +1,27 @@
+-- When each campaign closed (projected from CampaignChanged by the shared closure projection of
+-- cnmas_runtime::rights): contact-level rows expire a retention period after it.
+CREATE TABLE campaign_closures (
+    campaign_id uuid        PRIMARY KEY,
+    fund_code   text        NOT NULL,
+    state       text        NOT NULL,
+    closed_at   timestamptz NOT NULL
+);
+CREATE INDEX campaign_closures_closed ON campaign_closures (closed_at);
+
+-- What the retention purge removed: which campaign, which table, how many rows, when, by whom
+-- (a token subject or "schedule"). Queryable by auditors (PersonDataService.ListPurges).
+CREATE TABLE purge_log (
+    id                 bigserial   PRIMARY KEY,
+    campaign_id        uuid,
+    table_name         text        NOT NULL,
+    rows               bigint      NOT NULL,
+    actor              text        NOT NULL,
+    campaign_closed_at timestamptz,
+    at                 timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX purge_log_campaign ON purge_log (campaign_id, at);
+
+-- Purging expired register entries by age.
+CREATE INDEX register_changed ON register (changed_at);
+CREATE INDEX register_history_changed ON register_history (changed_at);
+CREATE INDEX decisions_campaign ON decisions (campaign_id);
