@@ -5,6 +5,7 @@
 mod api;
 mod intake;
 mod reveal;
+pub mod rights;
 pub mod submission;
 pub mod vault;
 
@@ -28,6 +29,10 @@ pub struct Config {
     pub vault_active_key: String,
     /// `CNMAS_PERSON_KEY_SECRET`: HMAC key of the pseudonymous person key (≥ 32 bytes).
     pub person_key_secret: String,
+    /// Retention periods and purge schedule (`CNMAS_RETENTION_*`, `CNMAS_PURGE_INTERVAL_SECONDS`).
+    pub retention: cnmas_runtime::rights::Retention,
+    /// The other services' gRPC endpoints, for subject access and the purge across services.
+    pub peers: rights::Peers,
 }
 
 impl Config {
@@ -39,6 +44,8 @@ impl Config {
                 .context("CNMAS_VAULT_ACTIVE_KEY is required")?,
             person_key_secret: var("CNMAS_PERSON_KEY_SECRET")
                 .context("CNMAS_PERSON_KEY_SECRET is required")?,
+            retention: cnmas_runtime::rights::Retention::from_env()?,
+            peers: rights::Peers::from_env(),
         })
     }
 }
@@ -80,9 +87,32 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             state: state.clone(),
         }),
     );
-    let router = tonic::transport::Server::builder().add_service(
-        IntakeServiceServer::with_interceptor(api::IntakeApi { state }, base.auth.interceptor()),
+    let intake_data = Arc::new(rights::IntakeData {
+        vault: state.vault.clone(),
+    });
+    let person_data = cnmas_runtime::rights::start(
+        &base,
+        intake_data.clone(),
+        config.retention,
+        "intake_closures",
     );
+    let rights_api =
+        cnmas_proto::rights::rights_service_server::RightsServiceServer::with_interceptor(
+            rights::RightsApi {
+                state: state.clone(),
+                data: intake_data,
+                peers: config.peers.channels()?,
+                retention: config.retention,
+            },
+            base.auth.interceptor(),
+        );
+    let router = tonic::transport::Server::builder()
+        .add_service(person_data)
+        .add_service(rights_api)
+        .add_service(IntakeServiceServer::with_interceptor(
+            api::IntakeApi { state },
+            base.auth.interceptor(),
+        ));
     let grpc = base.serve_grpc(config.common.grpc_addr, router).await?;
     let http = base.serve_http(config.common.http_addr, None).await?;
     Ok(base.running(Some(grpc), http))
