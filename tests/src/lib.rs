@@ -73,6 +73,8 @@ pub struct System {
     /// Addresses are kept across restarts so clients keep working.
     addrs: HashMap<&'static str, (SocketAddr, SocketAddr)>,
     lease_seconds: u64,
+    /// Retention periods every service starts with (tests of the purge shorten them).
+    pub retention: cnmas_runtime::rights::Retention,
 }
 
 pub type Authed = InterceptedService<Channel, Bearer>;
@@ -84,6 +86,14 @@ impl System {
 
     /// Starts every service; `lease_seconds` sets the dialer's lease time-out.
     pub async fn start_with(lease_seconds: u64) -> Result<Self> {
+        Self::start_configured(lease_seconds, cnmas_runtime::rights::Retention::default()).await
+    }
+
+    /// Starts every service with the given lease time-out and retention periods.
+    pub async fn start_configured(
+        lease_seconds: u64,
+        retention: cnmas_runtime::rights::Retention,
+    ) -> Result<Self> {
         init_test_logs();
         let ns = Namespace::random();
         let nats = async_nats::connect(nats_url())
@@ -114,7 +124,14 @@ impl System {
             slots: HashMap::new(),
             addrs: HashMap::new(),
             lease_seconds,
+            retention,
         };
+        // Every gRPC port is chosen before any service starts: intake calls the others (rights)
+        // and the dialer calls intake (call cards).
+        for s in SERVICES {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+            system.addrs.insert(s, (port, ([127, 0, 0, 1], 0).into()));
+        }
         // Intake first: the dialer needs its address.
         for s in SERVICES {
             system.start_service(s).await?;
@@ -152,6 +169,13 @@ impl System {
                         vault_keys: VAULT_KEYS.into(),
                         vault_active_key: "k1".into(),
                         person_key_secret: PERSON_KEY_SECRET.into(),
+                        retention: self.retention,
+                        peers: cnmas_intake::rights::Peers {
+                            consent: self.grpc_url("consent"),
+                            scheduler: self.grpc_url("scheduler"),
+                            dialer: self.grpc_url("dialer-queue"),
+                            results: self.grpc_url("results"),
+                        },
                     },
                     shutdown.clone(),
                 )
@@ -162,6 +186,7 @@ impl System {
                     cnmas_consent::Config {
                         common,
                         person_key_secret: PERSON_KEY_SECRET.into(),
+                        retention: self.retention,
                     },
                     shutdown.clone(),
                 )
@@ -173,6 +198,7 @@ impl System {
                         common,
                         holidays: None,
                         tick: Duration::from_millis(100),
+                        retention: self.retention,
                     },
                     shutdown.clone(),
                 )
@@ -185,13 +211,21 @@ impl System {
                         common,
                         intake_url: format!("http://{intake}"),
                         lease: Duration::from_secs(self.lease_seconds),
+                        retention: self.retention,
                     },
                     shutdown.clone(),
                 )
                 .await?
             }
             "results" => {
-                cnmas_results::start(cnmas_results::Config { common }, shutdown.clone()).await?
+                cnmas_results::start(
+                    cnmas_results::Config {
+                        common,
+                        retention: self.retention,
+                    },
+                    shutdown.clone(),
+                )
+                .await?
             }
             other => bail!("unknown service {other}"),
         };
@@ -290,6 +324,34 @@ impl System {
             self.channel("intake").await?,
             Self::with_token(token),
         ))
+    }
+
+    /// The fund-facing rights API (subject access, rectification, purge) on intake.
+    pub async fn rights_api(
+        &self,
+        token: String,
+    ) -> Result<cnmas_proto::rights::rights_service_client::RightsServiceClient<Authed>> {
+        Ok(
+            cnmas_proto::rights::rights_service_client::RightsServiceClient::with_interceptor(
+                self.channel("intake").await?,
+                Self::with_token(token),
+            ),
+        )
+    }
+
+    /// A service's own `PersonDataService`.
+    pub async fn person_data_api(
+        &self,
+        service: &'static str,
+        token: String,
+    ) -> Result<cnmas_proto::rights::person_data_service_client::PersonDataServiceClient<Authed>>
+    {
+        Ok(
+            cnmas_proto::rights::person_data_service_client::PersonDataServiceClient::with_interceptor(
+                self.channel(service).await?,
+                Self::with_token(token),
+            ),
+        )
     }
 
     pub async fn results_api(&self, token: String) -> Result<ResultsServiceClient<Authed>> {
