@@ -555,6 +555,7 @@ async fn scheduler_on(
             common,
             holidays: None,
             tick: Duration::from_millis(100),
+            retention: system.retention,
         },
         clock,
         shutdown.clone(),
