@@ -129,11 +129,11 @@ impl PersonData for IntakeData {
             let contact_id: Uuid = r.get("contact_id");
             mine.push(contact_id);
             let fields = open_fields(&self.vault, contact_id, r)?;
-            let last = sqlx::query_scalar::<_, DateTime<Utc>>(
+            let last = sqlx::query_scalar::<_, Option<DateTime<Utc>>>(
                 "SELECT max(at) FROM rectification_audit WHERE contact_id = $1",
             )
             .bind(contact_id)
-            .fetch_optional(pool)
+            .fetch_one(pool)
             .await?;
             items.push(item(
                 SERVICE,
@@ -651,6 +651,30 @@ impl RightsService for RightsApi {
                 } else {
                     new.insert(f.code().to_string(), v.clone());
                 }
+            }
+            // A required field cannot be emptied (the submission form would let an empty name
+            // through as "present").
+            let present: Vec<Field> = new
+                .iter()
+                .filter(|(_, v)| !v.trim().is_empty())
+                .filter_map(|(k, _)| field_of(k))
+                .collect();
+            let missing: Vec<Reason> = theme
+                .spec()
+                .check_fields(&present)
+                .into_iter()
+                .filter(|e| changes.iter().any(|(f, _)| *f == e.field()))
+                .map(|e| {
+                    reason(
+                        &format!("fields.{}", e.field().code()),
+                        e.code(),
+                        e.to_string(),
+                    )
+                })
+                .collect();
+            if !missing.is_empty() {
+                reasons.extend(missing);
+                continue;
             }
             let submission_ref: String = row.get("submission_ref");
             let valid = match submission::validate(
