@@ -467,6 +467,50 @@ pub async fn next_call(agent: &mut AgentServiceClient<Authed>) -> Result<Option<
 /// Waits (up to a minute) until a call is due for the agent and leases it.
 pub async fn lease(agent: &mut AgentServiceClient<Authed>) -> Result<LeasedCall> {
     eventually(Duration::from_secs(60), "a due call", || {
+/// The web console started against a [`System`]'s APIs.
+pub struct ConsoleHandle {
+    /// `http://127.0.0.1:<port>`
+    pub url: String,
+    running: cnmas_console::Running,
+    shutdown: CancellationToken,
+}
+
+impl ConsoleHandle {
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.running.stopped().await;
+    }
+}
+
+impl System {
+    /// The console's configuration for this system (a free port, this system's APIs and secret).
+    pub fn console_config(&self) -> cnmas_console::Config {
+        cnmas_console::Config {
+            http_addr: ([127, 0, 0, 1], 0).into(),
+            jwt_secret: JWT_SECRET.into(),
+            dialer_url: self.grpc_url("dialer-queue"),
+            scheduler_url: self.grpc_url("scheduler"),
+            results_url: self.grpc_url("results"),
+            secure_cookie: false,
+            session_idle: Duration::from_secs(30 * 60),
+            session_max: Duration::from_secs(10 * 3600),
+            telephony_url_template: "tel:{phone}".into(),
+            lease_renew_every: Duration::from_secs(60),
+        }
+    }
+
+    /// Starts the web console in-process (it keeps no state of its own beyond sessions).
+    pub async fn start_console(&self) -> Result<ConsoleHandle> {
+        let shutdown = CancellationToken::new();
+        let running = cnmas_console::start(self.console_config(), shutdown.clone()).await?;
+        Ok(ConsoleHandle {
+            url: format!("http://{}", running.http_addr),
+            running,
+            shutdown,
+        })
+    }
+}
+
         let mut a = agent.clone();
         async move { next_call(&mut a).await }
     })
