@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "cnmas/common/v1/common.proto",
         "cnmas/intake/v1/intake.proto",
+        "cnmas/intake/v1/file_import.proto",
         "cnmas/consent/v1/consent.proto",
         "cnmas/scheduler/v1/scheduler.proto",
         "cnmas/dialer/v1/dialer.proto",

@@ -297,7 +297,7 @@ load_demo() {
     fi
     if ! step_done submitted; then
         log "submitting deploy/local/demo-contacts.csv (19 valid rows; demo-bad-1 and demo-bad-2 must be rejected)"
-        ctl --token "$fund" submit --fund 751 --campaign "$cid" --file deploy/local/demo-contacts.csv >&2 ||
+        ctl --token "$fund" submit --campaign "$cid" --file deploy/local/demo-contacts.csv >&2 ||
             die "cnmasctl submit failed (the campaign $cid exists; rerun up.sh to retry the remaining steps)"
         mark_done submitted
     fi

@@ -13,6 +13,7 @@ use cnmas_proto::dialer::{
     disposition::Kind, next_call_response, Disposition, LeasedCall, NextCallRequest,
     RecordOutcomeRequest,
 };
+use cnmas_proto::intake::file_import_service_client::FileImportServiceClient;
 use cnmas_proto::intake::intake_service_client::IntakeServiceClient;
 use cnmas_proto::intake::{ContactSubmission, SubmitContacts};
 use cnmas_proto::results::results_service_client::ResultsServiceClient;
@@ -73,6 +74,8 @@ pub struct System {
     /// Addresses are kept across restarts so clients keep working.
     addrs: HashMap<&'static str, (SocketAddr, SocketAddr)>,
     lease_seconds: u64,
+    /// Intake's file and message limits (tests of the limits shrink them, then restart intake).
+    pub intake_limits: cnmas_intake::ImportLimits,
     /// Retention periods every service starts with (tests of the purge shorten them).
     pub retention: cnmas_runtime::rights::Retention,
 }
@@ -124,6 +127,7 @@ impl System {
             slots: HashMap::new(),
             addrs: HashMap::new(),
             lease_seconds,
+            intake_limits: cnmas_intake::ImportLimits::default(),
             retention,
         };
         // Every gRPC port is chosen before any service starts: intake calls the others (rights)
@@ -169,6 +173,7 @@ impl System {
                         vault_keys: VAULT_KEYS.into(),
                         vault_active_key: "k1".into(),
                         person_key_secret: PERSON_KEY_SECRET.into(),
+                        limits: self.intake_limits,
                         retention: self.retention,
                         peers: cnmas_intake::rights::Peers {
                             consent: self.grpc_url("consent"),
@@ -352,6 +357,13 @@ impl System {
                 Self::with_token(token),
             ),
         )
+    }
+
+    pub async fn file_imports(&self, token: String) -> Result<FileImportServiceClient<Authed>> {
+        Ok(FileImportServiceClient::with_interceptor(
+            self.channel("intake").await?,
+            Self::with_token(token),
+        ))
     }
 
     pub async fn results_api(&self, token: String) -> Result<ResultsServiceClient<Authed>> {

@@ -1,409 +1,316 @@
-//! `cnmasctl submit`: reads a fund's CSV file (`;` or `,`, UTF-8 with or without BOM, or
-//! Windows-1252), maps its columns to the campaign theme's fields and publishes the contacts to
-//! the fund's `cnmas.in.v1.<fund>.contact` subject. Intake validates every row and answers each
-//! rejection on `cnmas.out.v1.<fund>.rejection`.
-//!
-//! Sending the same file again creates nothing new: message ids and row references derive from
-//! the file's content.
+//! `cnmasctl submit`: uploads a fund's contact file to intake (`FileImportService`), which reads
+//! it row by row on the server (columns, encodings and limits are intake's: see the README).
+//! An upload that drops is resumed where intake committed; sending the same file again to the
+//! same campaign resumes or answers the finished import, creating nothing new.
+//! `cnmasctl import status|report`: where an import stands, and its rejected rows.
 
 use anyhow::{bail, Context, Result};
-use bytes::Bytes;
-use chrono::Utc;
-use clap::Args;
-use cnmas_bus::{subjects, Namespace, Publisher};
-use cnmas_domain::theme::{Field, Population, Theme};
-use cnmas_proto::common::PostalAddress;
+use clap::{Args, Subcommand, ValueEnum};
+use cnmas_proto::intake::file_import_service_client::FileImportServiceClient;
 use cnmas_proto::intake::{
-    contact_submission::{Person, ThemeFields},
-    AmeliActivationFields, ChildDentalExamFields, ContactDetails, ContactSubmission, Employer,
-    FluVaccinationFields, HealthProfessional, InsuredPerson, SubmitContacts, TeleservicesFields,
+    upload_file_request::Part, FileChunk, FileEncoding, GetImportRequest,
+    GetRejectionReportRequest, ImportStart, ImportState, ImportSummary, UploadFileRequest,
 };
-use cnmas_proto::scheduler::campaign_service_client::CampaignServiceClient;
-use cnmas_proto::support::{derived_id, envelope, theme_from_proto};
 use cnmas_runtime::auth::Bearer;
 use cnmas_runtime::config::var_or;
-use prost::Message;
+use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::Code;
+
+type Client = FileImportServiceClient<InterceptedService<Channel, Bearer>>;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum EncodingArg {
+    /// UTF-8 when the whole file is valid UTF-8, else Windows-1252.
+    Auto,
+    #[value(name = "utf-8")]
+    Utf8,
+    #[value(name = "windows-1252")]
+    Windows1252,
+}
 
 #[derive(Args, Debug)]
 pub struct SubmitArgs {
     #[arg(long)]
-    fund: String,
-    #[arg(long)]
     campaign: String,
     #[arg(long)]
-    file: std::path::PathBuf,
-    /// Contacts per message.
-    #[arg(long, default_value_t = 500)]
-    batch: usize,
+    file: PathBuf,
+    /// The import's id (default: derived from the campaign and the file's SHA-256).
+    #[arg(long)]
+    import_id: Option<String>,
+    #[arg(long, value_enum, default_value = "auto")]
+    encoding: EncodingArg,
+    /// Bytes per chunk sent (at most 1 MiB).
+    #[arg(long, default_value_t = 256 * 1024)]
+    chunk_bytes: usize,
 }
 
-/// Files larger than this are refused (split them).
-pub const MAX_FILE_BYTES: u64 = 512 * 1024 * 1024;
-/// Any one cell longer than this is refused.
-pub const MAX_CELL_CHARS: usize = 1000;
-
-/// Column names, as the README's import table lists them, and the field each fills.
-pub const COLUMNS: [(&str, Option<Field>); 22] = [
-    ("submission_ref", None),
-    ("nir", Some(Field::Nir)),
-    ("last_name", Some(Field::LastName)),
-    ("first_name", Some(Field::FirstName)),
-    ("birth_date", Some(Field::BirthDate)),
-    ("phone", Some(Field::Phone)),
-    ("email", Some(Field::Email)),
-    ("address", Some(Field::PostalAddress)),
-    ("city", Some(Field::PostalAddress)),
-    ("postcode", Some(Field::Postcode)),
-    ("flu_vaccinated", Some(Field::FluVaccinated)),
-    ("child_last_name", Some(Field::ChildLastName)),
-    ("child_first_name", Some(Field::ChildFirstName)),
-    ("child_age", Some(Field::ChildAge)),
-    ("child_birth_date", Some(Field::ChildBirthDate)),
-    ("ebd_entitlement_end", Some(Field::EbdEntitlementEnd)),
-    ("ameli_provisional_code", Some(Field::AmeliProvisionalCode)),
-    ("ps_number", Some(Field::PsNumber)),
-    ("practice_software", Some(Field::PracticeSoftware)),
-    (
-        "teleservices_usage_rate",
-        Some(Field::TeleservicesUsageRate),
-    ),
-    ("company_name", Some(Field::CompanyName)),
-    ("siret", Some(Field::Siret)),
-];
-
-/// `correspondent_name` is the 23rd column; kept apart so the table above stays aligned.
-const CORRESPONDENT: &str = "correspondent_name";
-
-/// Decodes the file: UTF-8 (a BOM is dropped), else Windows-1252.
-pub fn decode(bytes: &[u8]) -> String {
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    match std::str::from_utf8(bytes) {
-        Ok(s) => s.to_string(),
-        Err(_) => encoding_rs::WINDOWS_1252.decode(bytes).0.into_owned(),
-    }
+#[derive(Subcommand, Debug)]
+pub enum ImportCommand {
+    /// Where an import stands: state, counts, the offset committed.
+    Status {
+        #[arg(long = "import")]
+        import_id: String,
+    },
+    /// The rows an import refused: row, reference, column, rule, message (never the values).
+    Report {
+        #[arg(long = "import")]
+        import_id: String,
+        #[arg(long, value_enum, default_value = "csv")]
+        format: ReportFormat,
+    },
 }
 
-/// `;` unless the header line has more commas than semicolons.
-pub fn delimiter(text: &str) -> u8 {
-    let header = text.lines().next().unwrap_or_default();
-    if header.matches(',').count() > header.matches(';').count() {
-        b','
-    } else {
-        b';'
-    }
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ReportFormat {
+    Csv,
+    Json,
 }
 
-/// `YYYY-MM-DD` stays; `DD/MM/YYYY` (French spreadsheets) becomes `YYYY-MM-DD`.
-pub fn iso_date(s: &str) -> String {
-    let s = s.trim();
-    let parts: Vec<&str> = s.split('/').collect();
-    match parts.as_slice() {
-        [d, m, y] if y.len() == 4 && d.len() <= 2 && m.len() <= 2 => {
-            format!("{y}-{:0>2}-{:0>2}", m, d)
-        }
-        _ => s.to_string(),
-    }
-}
+/// Uploads that fail for the connection's sake are resumed this many times.
+const ATTEMPTS: usize = 5;
 
-fn bool_cell(s: &str) -> Result<Option<bool>, String> {
-    match s.trim().to_lowercase().as_str() {
-        "" => Ok(None),
-        "oui" | "o" | "yes" | "y" | "true" | "vrai" | "1" => Ok(Some(true)),
-        "non" | "n" | "no" | "false" | "faux" | "0" => Ok(Some(false)),
-        _ => Err("expected oui/non".into()),
-    }
-}
-
-/// A row the CLI could not even build (intake never sees it).
-#[derive(Debug, PartialEq)]
-pub struct RowError {
-    pub row: usize,
-    pub column: String,
-    pub rule: &'static str,
-    pub message: String,
-}
-
-/// Checks the header against the theme and returns the column positions.
-pub fn columns(header: &csv::StringRecord, theme: Theme) -> Result<HashMap<String, usize>> {
-    let spec = theme.spec();
-    let mut positions = HashMap::new();
-    for (i, name) in header.iter().enumerate() {
-        let name = name.trim().trim_start_matches('\u{feff}').to_lowercase();
-        let field = if name == CORRESPONDENT {
-            Some(Field::CorrespondentName)
-        } else {
-            match COLUMNS.iter().find(|(c, _)| *c == name) {
-                Some((_, f)) => *f,
-                None => bail!(
-                    "column {name:?} is unknown; accepted: {}, {CORRESPONDENT}",
-                    COLUMNS.map(|c| c.0).join(", ")
-                ),
-            }
-        };
-        if let Some(f) = field {
-            if !spec.allows(f) {
-                bail!(
-                    "column {name:?} is not allowed by the theme {} (data minimisation): remove it",
-                    theme.code()
-                );
-            }
-        }
-        if positions.insert(name.clone(), i).is_some() {
-            bail!("column {name:?} appears twice");
-        }
-    }
-    Ok(positions)
-}
-
-/// Builds one contact from a row.
-pub fn contact(
-    theme: Theme,
-    cols: &HashMap<String, usize>,
-    record: &csv::StringRecord,
-    row: usize,
-    file_tag: &str,
-) -> Result<ContactSubmission, RowError> {
-    let get = |name: &str| -> String {
-        cols.get(name)
-            .and_then(|&i| record.get(i))
-            .unwrap_or_default()
-            .trim()
-            .to_string()
-    };
-    for (name, &i) in cols {
-        if record
-            .get(i)
-            .is_some_and(|v| v.chars().count() > MAX_CELL_CHARS)
-        {
-            return Err(RowError {
-                row,
-                column: name.clone(),
-                rule: "csv.cell_too_long",
-                message: format!("at most {MAX_CELL_CHARS} characters"),
-            });
-        }
-    }
-    let bad = |column: &str, rule: &'static str, message: String| RowError {
-        row,
-        column: column.into(),
-        rule,
-        message,
-    };
-    let submission_ref = match get("submission_ref") {
-        r if r.is_empty() => format!("{file_tag}-{row}"),
-        r => r,
-    };
-    let person = match theme.population() {
-        Population::Insured => Person::Insured(InsuredPerson {
-            nir: get("nir"),
-            last_name: get("last_name"),
-            first_name: get("first_name"),
-            birth_date: iso_date(&get("birth_date")),
-        }),
-        Population::HealthProfessional => Person::Professional(HealthProfessional {
-            ps_number: get("ps_number"),
-            last_name: get("last_name"),
-            first_name: get("first_name"),
-        }),
-        Population::Employer => Person::Employer(Employer {
-            company_name: get("company_name"),
-            siret: get("siret"),
-            correspondent_name: get(CORRESPONDENT),
-        }),
-    };
-    let theme_fields = match theme {
-        Theme::FluVaccination => Some(ThemeFields::FluVaccination(FluVaccinationFields {
-            flu_vaccinated: bool_cell(&get("flu_vaccinated"))
-                .map_err(|m| bad("flu_vaccinated", "csv.boolean", m))?,
-        })),
-        Theme::ChildDentalExam => Some(ThemeFields::ChildDentalExam(ChildDentalExamFields {
-            child_last_name: get("child_last_name"),
-            child_first_name: get("child_first_name"),
-            child_age: match get("child_age") {
-                a if a.is_empty() => None,
-                a => Some(a.parse().map_err(|_| {
-                    bad("child_age", "csv.number", "a whole number of years".into())
-                })?),
-            },
-            child_birth_date: iso_date(&get("child_birth_date")),
-            ebd_entitlement_end: iso_date(&get("ebd_entitlement_end")),
-        })),
-        Theme::AmeliActivation => Some(ThemeFields::AmeliActivation(AmeliActivationFields {
-            provisional_code: get("ameli_provisional_code"),
-        })),
-        Theme::TeleservicesProfessional => Some(ThemeFields::Teleservices(TeleservicesFields {
-            practice_software: get("practice_software"),
-            teleservices_usage_rate: match get("teleservices_usage_rate") {
-                r if r.is_empty() => None,
-                r => Some(r.replace(',', ".").parse().map_err(|_| {
-                    bad(
-                        "teleservices_usage_rate",
-                        "csv.number",
-                        "a decimal number such as 0,35".into(),
-                    )
-                })?),
-            },
-        })),
-        Theme::EmployerOffer => None,
-    };
-    let address: Vec<String> = get("address")
-        .split('|')
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect();
-    Ok(ContactSubmission {
-        submission_ref,
-        person: Some(person),
-        contact_details: Some(ContactDetails {
-            phone: get("phone"),
-            email: get("email"),
-            postal_address: Some(PostalAddress {
-                lines: address,
-                postcode: get("postcode"),
-                city: get("city"),
-            }),
-        }),
-        theme_fields,
-    })
-}
-
-pub async fn submit(token: &str, a: SubmitArgs) -> Result<()> {
-    let fund = cnmas_domain::fund::FundCode::parse(&a.fund).context("--fund")?;
-    let batch = a.batch.clamp(1, 10_000);
-    let meta = std::fs::metadata(&a.file).with_context(|| format!("{}", a.file.display()))?;
-    if meta.len() > MAX_FILE_BYTES {
-        bail!("the file is larger than {MAX_FILE_BYTES} bytes: split it");
-    }
-    // The campaign's theme decides the columns; the fund's token must see the campaign.
+async fn client(token: &str) -> Result<Client> {
     if token.is_empty() {
         bail!("a token is required: --token or CNMAS_TOKEN (see `cnmasctl token`)");
     }
-    let scheduler = var_or("CNMAS_SCHEDULER_URL", "http://127.0.0.1:50053");
-    let channel = tonic::transport::Channel::from_shared(scheduler.clone())?
+    let url = var_or("CNMAS_INTAKE_URL", "http://127.0.0.1:50051");
+    let channel = Channel::from_shared(url.clone())?
+        .connect_timeout(Duration::from_secs(5))
         .connect()
         .await
-        .with_context(|| format!("cannot reach the scheduler API at {scheduler}"))?;
-    let campaign = CampaignServiceClient::with_interceptor(channel, Bearer(token.to_string()))
-        .get_campaign(cnmas_proto::scheduler::GetCampaignRequest {
-            campaign_id: a.campaign.clone(),
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("campaign {}: {}", a.campaign, e.message()))?
-        .into_inner();
-    if campaign.fund_code != fund.as_str() {
-        bail!("the campaign belongs to another fund");
-    }
-    let theme = theme_from_proto(campaign.theme).context("the campaign has no theme")?;
-
-    let raw = std::fs::read(&a.file)?;
-    let file_tag = format!("f{}", &hex::encode(Sha256::digest(&raw))[..12]);
-    let text = decode(&raw);
-    drop(raw);
-    let mut reader = csv::ReaderBuilder::new()
-        .delimiter(delimiter(&text))
-        .flexible(true)
-        .from_reader(text.as_bytes());
-    let header = reader.headers()?.clone();
-    let cols = columns(&header, theme)?;
-
-    let ns = Namespace::new(&var_or("CNMAS_NAMESPACE", "")).context("CNMAS_NAMESPACE")?;
-    let nats_url = var_or("CNMAS_NATS_URL", "nats://127.0.0.1:4222");
-    let nats = async_nats::connect(&nats_url)
-        .await
-        .with_context(|| format!("cannot reach NATS at {nats_url}"))?;
-    let publisher = Publisher::new(async_nats::jetstream::new(nats), ns);
-    let subject = subjects::fund_in(fund.as_str(), "contact");
-
-    let (mut rows, mut local_errors, mut sent, mut messages) = (0usize, 0usize, 0usize, 0usize);
-    let mut chunk: Vec<ContactSubmission> = Vec::with_capacity(batch);
-    let mut pending = Vec::new();
-    let flush = |chunk: &mut Vec<ContactSubmission>, n: usize| {
-        let event_id = derived_id(&["file", &a.campaign, &file_tag, &n.to_string()]);
-        let msg = SubmitContacts {
-            envelope: Some(envelope(
-                event_id.clone(),
-                fund.as_str(),
-                &a.campaign,
-                &file_tag,
-                Utc::now(),
-            )),
-            contacts: std::mem::take(chunk),
-        };
-        (
-            subject.clone(),
-            event_id,
-            None,
-            Bytes::from(msg.encode_to_vec()),
-        )
-    };
-    for (i, record) in reader.records().enumerate() {
-        let row = i + 2; // the header is row 1
-        rows += 1;
-        let record = match record {
-            Ok(r) if r.len() == header.len() => r,
-            Ok(r) => {
-                local_errors += 1;
-                report(&RowError {
-                    row,
-                    column: String::new(),
-                    rule: "csv.columns",
-                    message: format!("{} cells where the header has {}", r.len(), header.len()),
-                });
-                continue;
-            }
-            Err(e) => {
-                local_errors += 1;
-                report(&RowError {
-                    row,
-                    column: String::new(),
-                    rule: "csv.syntax",
-                    message: e.to_string(),
-                });
-                continue;
-            }
-        };
-        match contact(theme, &cols, &record, row, &file_tag) {
-            Ok(c) => {
-                chunk.push(c);
-                sent += 1;
-            }
-            Err(e) => {
-                local_errors += 1;
-                report(&e);
-            }
-        }
-        if chunk.len() >= batch {
-            pending.push(flush(&mut chunk, messages));
-            messages += 1;
-            if pending.len() >= 64 {
-                publisher.publish_all(std::mem::take(&mut pending)).await?;
-            }
-        }
-    }
-    if !chunk.is_empty() {
-        pending.push(flush(&mut chunk, messages));
-        messages += 1;
-    }
-    publisher.publish_all(pending).await?;
-    println!(
-        "{}",
-        serde_json::json!({
-            "file": a.file.display().to_string(), "rows": rows, "sent": sent,
-            "refused_locally": local_errors, "messages": messages,
-            "rejections": format!("cnmas.out.v1.{fund}.rejection (cnmasctl results tail --fund {fund} --kind rejection)"),
-        })
-    );
-    Ok(())
+        .with_context(|| format!("cannot reach the intake API at {url}"))?;
+    Ok(FileImportServiceClient::with_interceptor(
+        channel,
+        Bearer(token.to_string()),
+    ))
 }
 
-fn report(e: &RowError) {
-    eprintln!(
-        "{}",
-        serde_json::json!({"row": e.row, "column": e.column, "rule": e.rule, "message": e.message})
-    );
+fn status(e: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", e.code(), e.message())
+}
+
+/// The file's SHA-256 and whether it is valid UTF-8 throughout, in one streaming pass.
+fn fingerprint(path: &Path) -> Result<(String, bool)> {
+    let mut file = std::fs::File::open(path).with_context(|| path.display().to_string())?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1024 * 1024];
+    // Bytes of a character cut by the buffer's end, checked with the next read.
+    let mut carry: Vec<u8> = Vec::new();
+    let mut utf8 = true;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        if utf8 {
+            carry.extend_from_slice(&buf[..n]);
+            match std::str::from_utf8(&carry) {
+                Ok(_) => carry.clear(),
+                Err(e) if e.error_len().is_none() => {
+                    carry.drain(..e.valid_up_to());
+                }
+                Err(_) => utf8 = false,
+            }
+        }
+    }
+    Ok((hex::encode(hasher.finalize()), utf8 && carry.is_empty()))
+}
+
+fn state_name(s: i32) -> &'static str {
+    match ImportState::try_from(s).unwrap_or_default() {
+        ImportState::Receiving => "receiving",
+        ImportState::Completed => "completed",
+        ImportState::Failed => "failed",
+        ImportState::Unspecified => "unknown",
+    }
+}
+
+fn summary_json(s: &ImportSummary) -> serde_json::Value {
+    serde_json::json!({
+        "import_id": s.import_id, "campaign_id": s.campaign_id, "state": state_name(s.state),
+        "file_name": s.file_name, "file_size": s.file_size, "next_offset": s.next_offset,
+        "rows_read": s.rows_read, "rows_accepted": s.rows_accepted,
+        "rows_rejected": s.rows_rejected, "rows_duplicate": s.rows_duplicate,
+        "rows_already_received": s.rows_already_received, "encoding": s.encoding,
+        "delimiter": s.delimiter, "failure_rule": s.failure_rule,
+        "failure_message": s.failure_message,
+    })
+}
+
+/// The start message then the file's chunks from `offset`, read as the upload goes.
+fn upload_stream(
+    start: ImportStart,
+    path: PathBuf,
+    offset: u64,
+    chunk_bytes: usize,
+) -> Result<impl futures::Stream<Item = UploadFileRequest> + Send + 'static> {
+    let mut file = std::fs::File::open(&path).with_context(|| path.display().to_string())?;
+    file.seek(SeekFrom::Start(offset))?;
+    let first = futures::stream::once(async move {
+        UploadFileRequest {
+            part: Some(Part::Start(start)),
+        }
+    });
+    let chunks = futures::stream::unfold((file, offset), move |(mut file, offset)| async move {
+        let mut data = vec![0u8; chunk_bytes];
+        let n = match file.read(&mut data) {
+            Ok(0) => return None,
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("error: reading the file: {e}");
+                return None;
+            }
+        };
+        data.truncate(n);
+        let chunk = UploadFileRequest {
+            part: Some(Part::Chunk(FileChunk { offset, data })),
+        };
+        Some((chunk, (file, offset + n as u64)))
+    });
+    Ok(first.chain(chunks))
+}
+
+pub async fn submit(token: &str, a: SubmitArgs) -> Result<()> {
+    let size = std::fs::metadata(&a.file)
+        .with_context(|| a.file.display().to_string())?
+        .len();
+    if size == 0 {
+        bail!("{}: the file is empty", a.file.display());
+    }
+    let (sha256, utf8) = fingerprint(&a.file)?;
+    let encoding = match a.encoding {
+        EncodingArg::Auto if utf8 => FileEncoding::Utf8,
+        EncodingArg::Auto | EncodingArg::Windows1252 => FileEncoding::Windows1252,
+        EncodingArg::Utf8 => FileEncoding::Utf8,
+    };
+    let import_id = a.import_id.clone().unwrap_or_else(|| {
+        let id = Sha256::digest(format!("{}:{sha256}", a.campaign.trim()));
+        format!("f{}", &hex::encode(id)[..32])
+    });
+    let start = ImportStart {
+        import_id: import_id.clone(),
+        campaign_id: a.campaign.trim().to_string(),
+        file_size: size,
+        sha256,
+        encoding: encoding as i32,
+        file_name: a
+            .file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    let chunk_bytes = a.chunk_bytes.clamp(4096, 1024 * 1024);
+    let mut api = client(token).await?;
+    let mut attempt = 0;
+    let summary = loop {
+        attempt += 1;
+        let offset = match api
+            .get_import(GetImportRequest {
+                import_id: import_id.clone(),
+            })
+            .await
+        {
+            Ok(s) => {
+                let s = s.into_inner();
+                if s.state != ImportState::Receiving as i32 {
+                    break s; // already done: nothing is sent again
+                }
+                eprintln!(
+                    "resuming import {import_id} at byte {} of {size}",
+                    s.next_offset
+                );
+                s.next_offset
+            }
+            Err(e) if e.code() == Code::NotFound => 0,
+            Err(e) => return Err(status(e)),
+        };
+        let stream = upload_stream(start.clone(), a.file.clone(), offset, chunk_bytes)?;
+        match api.upload_file(stream).await {
+            Ok(s) => {
+                let s = s.into_inner();
+                if s.state != ImportState::Receiving as i32 || attempt >= ATTEMPTS {
+                    break s;
+                }
+            }
+            // Connection trouble or a concurrent upload: ask where it stands and resume.
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Code::Unavailable | Code::Aborted | Code::Cancelled | Code::Unknown
+                ) && attempt < ATTEMPTS =>
+            {
+                eprintln!("upload interrupted ({}); resuming", e.message());
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(status(e)),
+        }
+    };
+    println!("{}", summary_json(&summary));
+    if summary.rows_rejected > 0 {
+        eprintln!("rejected rows: cnmasctl import report --import {import_id}");
+    }
+    match ImportState::try_from(summary.state).unwrap_or_default() {
+        ImportState::Completed => Ok(()),
+        ImportState::Failed => bail!(
+            "the import failed: {}: {}",
+            summary.failure_rule,
+            summary.failure_message
+        ),
+        _ => bail!("the upload did not finish; run the same command again to resume"),
+    }
+}
+
+pub async fn import(token: &str, c: ImportCommand) -> Result<()> {
+    let mut api = client(token).await?;
+    match c {
+        ImportCommand::Status { import_id } => {
+            let s = api
+                .get_import(GetImportRequest { import_id })
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!("{}", summary_json(&s));
+        }
+        ImportCommand::Report { import_id, format } => {
+            let mut rows = api
+                .get_rejection_report(GetRejectionReportRequest { import_id })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let mut csv = csv::WriterBuilder::new()
+                .delimiter(b';')
+                .from_writer(std::io::stdout());
+            if matches!(format, ReportFormat::Csv) {
+                csv.write_record(["row", "submission_ref", "field", "rule", "message"])?;
+            }
+            while let Some(r) = rows.next().await {
+                let r = r.map_err(status)?;
+                match format {
+                    ReportFormat::Csv => csv.write_record([
+                        r.row.to_string().as_str(),
+                        &r.submission_ref,
+                        &r.field,
+                        &r.rule,
+                        &r.message,
+                    ])?,
+                    ReportFormat::Json => println!(
+                        "{}",
+                        serde_json::json!({"row": r.row, "submission_ref": r.submission_ref,
+                            "field": r.field, "rule": r.rule, "message": r.message})
+                    ),
+                }
+            }
+            csv.flush()?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -411,62 +318,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn windows_1252_and_bom_are_decoded() {
-        assert_eq!(decode(b"\xEF\xBB\xBFnom;pr\xC3\xA9nom"), "nom;prénom");
-        assert_eq!(decode(b"nom;pr\xE9nom"), "nom;prénom");
-    }
-
-    #[test]
-    fn delimiters_and_dates() {
-        assert_eq!(delimiter("a;b;c\n1,2;3;4"), b';');
-        assert_eq!(delimiter("a,b,c"), b',');
-        assert_eq!(iso_date("14/08/1955"), "1955-08-14");
-        assert_eq!(iso_date("1/8/1955"), "1955-08-01");
-        assert_eq!(iso_date("1955-08-14"), "1955-08-14");
-    }
-
-    #[test]
-    fn columns_must_be_known_and_allowed_by_the_theme() {
-        let h = csv::StringRecord::from(vec!["submission_ref", "NIR", "phone"]);
-        assert!(columns(&h, Theme::FluVaccination).is_ok());
-        let h = csv::StringRecord::from(vec!["nir", "siret"]);
-        let e = columns(&h, Theme::FluVaccination).unwrap_err().to_string();
-        assert!(e.contains("not allowed"), "{e}");
-        let h = csv::StringRecord::from(vec!["nir", "shoe_size"]);
-        assert!(columns(&h, Theme::FluVaccination).is_err());
-        let h = csv::StringRecord::from(vec!["nir", "nir"]);
-        assert!(columns(&h, Theme::FluVaccination).is_err());
-    }
-
-    #[test]
-    fn rows_become_contacts() {
-        let h = csv::StringRecord::from(vec![
-            "nir",
-            "last_name",
-            "first_name",
-            "birth_date",
-            "phone",
-            "postcode",
-            "flu_vaccinated",
-        ]);
-        let cols = columns(&h, Theme::FluVaccination).unwrap();
-        let r = csv::StringRecord::from(vec![
-            "2 55 08 14 168 025 38",
-            "Martin",
-            "Jeanne",
-            "14/08/1955",
-            "06 12 34 56 78",
-            "75011",
-            "non",
-        ]);
-        let c = contact(Theme::FluVaccination, &cols, &r, 2, "fabc").unwrap();
-        assert_eq!(c.submission_ref, "fabc-2");
-        match c.person {
-            Some(Person::Insured(p)) => assert_eq!(p.birth_date, "1955-08-14"),
-            other => panic!("{other:?}"),
-        }
-        let bad = csv::StringRecord::from(vec!["x", "M", "J", "", "", "", "peut-être"]);
-        let e = contact(Theme::FluVaccination, &cols, &bad, 3, "fabc").unwrap_err();
-        assert_eq!((e.row, e.rule), (3, "csv.boolean"));
+    fn fingerprints_tell_utf8_across_buffer_edges() {
+        let dir = std::env::temp_dir().join(format!("cnmasctl-fp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let utf8 = dir.join("utf8.csv");
+        // "é" straddles the 1 MiB read buffer's edge.
+        let mut text = "a".repeat(1024 * 1024 - 1).into_bytes();
+        text.extend_from_slice("é;x\n".as_bytes());
+        std::fs::write(&utf8, &text).unwrap();
+        let (sha, ok) = fingerprint(&utf8).unwrap();
+        assert!(ok);
+        assert_eq!(sha, hex::encode(Sha256::digest(&text)));
+        let latin = dir.join("latin.csv");
+        std::fs::write(&latin, b"nom;pr\xE9nom\n").unwrap();
+        assert!(!fingerprint(&latin).unwrap().1);
+        let cut = dir.join("cut.csv");
+        std::fs::write(&cut, b"nom;pr\xC3").unwrap();
+        assert!(!fingerprint(&cut).unwrap().1);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

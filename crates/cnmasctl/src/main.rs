@@ -32,8 +32,12 @@ enum Command {
     /// Register agents and assign them campaigns.
     #[command(subcommand)]
     Agent(ops::AgentCommand),
-    /// Submit a fund's contacts from a CSV file (`;` or `,`, UTF-8 or Windows-1252).
+    /// Upload a fund's contact file (CSV, `;` or `,`, UTF-8 or Windows-1252) to intake;
+    /// resumes an interrupted upload.
     Submit(csv_import::SubmitArgs),
+    /// A file import's status, or its rejected rows.
+    #[command(subcommand)]
+    Import(csv_import::ImportCommand),
     /// As an agent: lease the next call.
     NextCall,
     /// As an agent: record the outcome of a leased call.
@@ -58,6 +62,7 @@ async fn main() -> std::process::ExitCode {
         Command::Campaign(c) => ops::campaign(&token, c).await,
         Command::Agent(c) => ops::agent(&token, c).await,
         Command::Submit(args) => csv_import::submit(&token, args).await,
+        Command::Import(c) => csv_import::import(&token, c).await,
         Command::NextCall => ops::next_call(&token).await,
         Command::RecordOutcome(args) => ops::record_outcome(&token, args).await,
         Command::Results(c) => ops::results(c).await,

@@ -50,6 +50,13 @@ pub(crate) fn label(field: Field) -> &'static str {
     }
 }
 
+/// What the card shows once the provisional AMELI code was erased at the campaign's end.
+pub const AMELI_CODE_ERASED: &str = "effacé à la fin de la campagne";
+
+fn erased_on_card(field: Field, code_erased: bool) -> bool {
+    code_erased && field == Field::AmeliProvisionalCode
+}
+
 /// Fields an agent never sees on the card: the identifiers serve matching, not the call.
 fn shown_on_card(field: Field) -> bool {
     !matches!(field, Field::Nir | Field::Phone)
@@ -99,8 +106,8 @@ impl IntakeService for IntakeApi {
         }
         let pool = &self.state.base.pool;
         let row = sqlx::query(
-            "SELECT theme, territory, key_id, nonce, sealed FROM contacts
-             WHERE contact_id = $1 AND campaign_id = $2",
+            "SELECT theme, territory, key_id, nonce, sealed, ameli_code_erased_at IS NOT NULL AS erased
+             FROM contacts WHERE contact_id = $1 AND campaign_id = $2",
         )
         .bind(contact_id)
         .bind(campaign_id)
@@ -134,6 +141,7 @@ impl IntakeService for IntakeApi {
         .await
         .map_err(internal)?;
 
+        let code_erased: bool = row.get("erased");
         let spec = theme.spec();
         let get = |f: Field| stored.get(f.code()).cloned().unwrap_or_default();
         let display_name = match theme.population() {
@@ -149,8 +157,21 @@ impl IntakeService for IntakeApi {
             .unwrap_or_default();
         let fields = ALL_FIELDS
             .into_iter()
-            .filter(|f| spec.allows(*f) && shown_on_card(*f) && stored.contains_key(f.code()))
+            .filter(|f| {
+                spec.allows(*f)
+                    && shown_on_card(*f)
+                    && (stored.contains_key(f.code()) || erased_on_card(*f, code_erased))
+            })
             .map(|f| {
+                // The agent learns the code is gone rather than meeting an empty field.
+                if erased_on_card(f, code_erased) {
+                    return pb::CardField {
+                        field: f.code().to_string(),
+                        label: label(f).to_string(),
+                        value: AMELI_CODE_ERASED.into(),
+                        masked: false,
+                    };
+                }
                 let masked = f == Field::AmeliProvisionalCode;
                 pb::CardField {
                     field: f.code().to_string(),

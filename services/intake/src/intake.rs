@@ -4,9 +4,10 @@ use crate::submission::{self, reason, ValidContact};
 use crate::State;
 use chrono::{NaiveDate, Utc};
 use cnmas_bus::{subjects, BatchHandler, HandlerError, Incoming, Outbox, Verdict};
+use cnmas_domain::geo::Territory;
 use cnmas_domain::theme::Theme;
 use cnmas_proto::common::Reason;
-use cnmas_proto::intake::{ContactAccepted, ContactRejected, SubmitContacts};
+use cnmas_proto::intake::{ContactAccepted, ContactRejected, ContactSubmission, SubmitContacts};
 use cnmas_proto::scheduler::{CampaignChanged, CampaignState};
 use cnmas_proto::support::{derived_id, envelope, theme_to_proto};
 use prost::Message;
@@ -78,8 +79,6 @@ impl BatchHandler for CampaignProjection {
     }
 }
 
-/// The most contacts one message may carry.
-pub const MAX_CONTACTS_PER_MESSAGE: usize = 10_000;
 /// How long a submission for a campaign intake has not heard of yet is retried before it is
 /// rejected (the campaign's creation may still be on its way).
 const UNKNOWN_CAMPAIGN_DELIVERIES: i64 = 5;
@@ -94,6 +93,38 @@ struct KnownCampaign {
     state: String,
 }
 
+/// Where submissions come from: one campaign of one fund, through one message or one file.
+pub(crate) struct Origin {
+    pub campaign_id: Uuid,
+    pub fund_code: String,
+    pub theme: Theme,
+    /// The fund's territory: it reads national phone numbers when no postcode is given.
+    pub fund_territory: Territory,
+    /// The message's event id or the file import's key: the events' correlation, and part of
+    /// the rejections' ids (so re-applying the same input yields the same ids).
+    pub correlation: String,
+    /// From a file: reasons name the file's columns (`nir`) rather than message fields.
+    pub file: bool,
+}
+
+/// One submission to admit, and its position (index in its message, or row in its file).
+pub(crate) struct Item<'a> {
+    pub origin: &'a Origin,
+    pub index: u32,
+    pub submission: &'a ContactSubmission,
+}
+
+/// What became of a submission.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Fate {
+    Accepted,
+    /// Same reference already in the campaign: nothing new, nothing said.
+    AlreadyReceived,
+    /// The same person under another reference.
+    Duplicate(Vec<Reason>),
+    Rejected(Vec<Reason>),
+}
+
 /// A contact that passed validation, waiting for the duplicate checks.
 struct Candidate {
     campaign_id: Uuid,
@@ -103,9 +134,78 @@ struct Candidate {
     person_key: String,
     correlation: String,
     index: u32,
+    /// Its position in the input, for its fate.
+    slot: usize,
 }
 
-fn rejection(
+/// A reason as the fund's input names it: for a file, the column instead of the message field.
+fn in_terms_of(file: bool, mut r: Reason) -> Reason {
+    if file {
+        if let Some((column, _)) = cnmas_intake_files::COLUMNS
+            .iter()
+            .find(|(_, f)| f.is_some_and(|f| submission::path(f) == r.field))
+        {
+            r.field = column.to_string();
+        }
+    }
+    r
+}
+
+/// Validates, dedupes, seals and stores submissions of any origins in the caller's
+/// transaction, queuing `ContactAccepted` and the fund's `ContactRejected` events in `outbox`.
+/// The one path for contacts from NATS messages and from files. Returns each one's fate.
+pub(crate) async fn admit(
+    state: &State,
+    tx: &mut PgConnection,
+    outbox: &mut Outbox,
+    items: &[Item<'_>],
+) -> Result<Vec<Fate>, HandlerError> {
+    let today = Utc::now()
+        .with_timezone(&chrono_tz::Europe::Paris)
+        .date_naive();
+    let mut fates = vec![Fate::Accepted; items.len()];
+    let mut candidates = Vec::new();
+    for (slot, item) in items.iter().enumerate() {
+        let o = item.origin;
+        match submission::validate(item.submission, o.theme, o.fund_territory, today) {
+            Ok(contact) => {
+                let person_key = state.keyer.key(&contact.identity);
+                candidates.push(Candidate {
+                    campaign_id: o.campaign_id,
+                    fund_code: o.fund_code.clone(),
+                    theme: o.theme,
+                    contact,
+                    person_key,
+                    correlation: o.correlation.clone(),
+                    index: item.index,
+                    slot,
+                });
+            }
+            Err(reasons) => {
+                let reasons: Vec<Reason> = reasons
+                    .into_iter()
+                    .map(|r| in_terms_of(o.file, r))
+                    .collect();
+                rejection(
+                    outbox,
+                    &o.fund_code,
+                    &o.campaign_id.to_string(),
+                    &o.correlation,
+                    item.index,
+                    &item.submission.submission_ref,
+                    reasons.clone(),
+                );
+                fates[slot] = Fate::Rejected(reasons);
+            }
+        }
+    }
+    if !candidates.is_empty() {
+        store(state, tx, candidates, outbox, &mut fates).await?;
+    }
+    Ok(fates)
+}
+
+pub(crate) fn rejection(
     outbox: &mut Outbox,
     fund: &str,
     campaign_id: &str,
@@ -168,10 +268,7 @@ impl BatchHandler for ContactIntake {
         })
         .collect();
 
-        let today = Utc::now()
-            .with_timezone(&chrono_tz::Europe::Paris)
-            .date_naive();
-        let mut candidates = Vec::new();
+        let mut accepted: Vec<(Origin, Vec<ContactSubmission>)> = Vec::new();
         for (i, (m, submission)) in batch.iter().zip(decoded).enumerate() {
             let subject_fund = subjects::fund_of(&m.subject)
                 .unwrap_or_default()
@@ -260,14 +357,15 @@ impl BatchHandler for ContactIntake {
                 );
                 continue;
             }
-            if submission.contacts.len() > MAX_CONTACTS_PER_MESSAGE {
+            let max = self.state.limits.max_contacts_per_message;
+            if submission.contacts.len() > max {
                 whole(
                     outbox,
                     &env.campaign_id,
                     reason(
                         "contacts",
                         "message.too_many_contacts",
-                        format!("at most {MAX_CONTACTS_PER_MESSAGE} contacts per message"),
+                        format!("at most {max} contacts per message"),
                     ),
                 );
                 continue;
@@ -277,150 +375,147 @@ impl BatchHandler for ContactIntake {
                 .funds
                 .lookup(&subject_fund)
                 .map(|f| f.department.territory())
-                .unwrap_or(cnmas_domain::geo::Territory::FR);
-            for (index, c) in submission.contacts.iter().enumerate() {
-                let index = index as u32;
-                match submission::validate(c, campaign.theme, fund_territory, today) {
-                    Ok(contact) => {
-                        let person_key = self.state.keyer.key(&contact.identity);
-                        candidates.push(Candidate {
-                            campaign_id,
-                            fund_code: subject_fund.clone(),
-                            theme: campaign.theme,
-                            contact,
-                            person_key,
-                            correlation: m.event_id.clone(),
-                            index,
-                        });
-                    }
-                    Err(reasons) => rejection(
-                        outbox,
-                        &subject_fund,
-                        &env.campaign_id,
-                        &m.event_id,
-                        index,
-                        &c.submission_ref,
-                        reasons,
-                    ),
-                }
-            }
+                .unwrap_or(Territory::FR);
+            accepted.push((
+                Origin {
+                    campaign_id,
+                    fund_code: subject_fund.clone(),
+                    theme: campaign.theme,
+                    fund_territory,
+                    correlation: m.event_id.clone(),
+                    file: false,
+                },
+                submission.contacts,
+            ));
         }
-        if !candidates.is_empty() {
-            self.store(tx, candidates, outbox).await?;
-        }
+        let items: Vec<Item> = accepted
+            .iter()
+            .flat_map(|(origin, contacts)| {
+                contacts
+                    .iter()
+                    .enumerate()
+                    .map(move |(index, submission)| Item {
+                        origin,
+                        index: index as u32,
+                        submission,
+                    })
+            })
+            .collect();
+        admit(&self.state, tx, outbox, &items).await?;
         Ok(verdicts)
     }
 }
 
-impl ContactIntake {
-    /// Drops what was already received (same reference: idempotent), rejects the same person
-    /// sent twice under different references, seals and stores the rest in one statement.
-    async fn store(
-        &self,
-        tx: &mut PgConnection,
-        candidates: Vec<Candidate>,
-        outbox: &mut Outbox,
-    ) -> Result<(), HandlerError> {
-        let campaigns: Vec<Uuid> = candidates.iter().map(|c| c.campaign_id).collect();
-        let refs: Vec<&str> = candidates
-            .iter()
-            .map(|c| c.contact.submission_ref.as_str())
-            .collect();
-        let keys: Vec<&str> = candidates.iter().map(|c| c.person_key.as_str()).collect();
-        let mut known_refs = HashSet::new();
-        let mut known_people = HashSet::new();
-        for r in sqlx::query(
-            // Two equality joins, each on its unique index (an OR would compare every pair).
-            "SELECT c.campaign_id, c.submission_ref, c.person_key FROM contacts c
+/// Drops what was already received (same reference: idempotent), rejects the same person
+/// sent twice under different references, seals and stores the rest in one statement.
+async fn store(
+    state: &State,
+    tx: &mut PgConnection,
+    candidates: Vec<Candidate>,
+    outbox: &mut Outbox,
+    fates: &mut [Fate],
+) -> Result<(), HandlerError> {
+    let campaigns: Vec<Uuid> = candidates.iter().map(|c| c.campaign_id).collect();
+    let refs: Vec<&str> = candidates
+        .iter()
+        .map(|c| c.contact.submission_ref.as_str())
+        .collect();
+    let keys: Vec<&str> = candidates.iter().map(|c| c.person_key.as_str()).collect();
+    let mut known_refs = HashSet::new();
+    let mut known_people = HashSet::new();
+    for r in sqlx::query(
+        // Two equality joins, each on its unique index (an OR would compare every pair).
+        "SELECT c.campaign_id, c.submission_ref, c.person_key FROM contacts c
              JOIN UNNEST($1::uuid[], $2::text[]) AS x(k, r)
                ON c.campaign_id = x.k AND c.submission_ref = x.r
              UNION
              SELECT c.campaign_id, c.submission_ref, c.person_key FROM contacts c
              JOIN UNNEST($1::uuid[], $3::text[]) AS x(k, p)
                ON c.campaign_id = x.k AND c.person_key = x.p",
-        )
-        .bind(&campaigns)
-        .bind(&refs)
-        .bind(&keys)
-        .fetch_all(&mut *tx)
-        .await?
-        {
-            let campaign: Uuid = r.get("campaign_id");
-            known_refs.insert((campaign, r.get::<String, _>("submission_ref")));
-            known_people.insert((campaign, r.get::<String, _>("person_key")));
-        }
-
-        let mut rows: Rows = Rows::default();
-        for c in candidates {
-            let by_ref = (c.campaign_id, c.contact.submission_ref.clone());
-            let by_person = (c.campaign_id, c.person_key.clone());
-            if known_refs.contains(&by_ref) {
-                continue; // already received: nothing new, nothing to say
-            }
-            if known_people.contains(&by_person) {
-                rejection(
-                    outbox,
-                    &c.fund_code,
-                    &c.campaign_id.to_string(),
-                    &c.correlation,
-                    c.index,
-                    &c.contact.submission_ref,
-                    vec![reason(
-                        "person",
-                        "contact.duplicate_person",
-                        "this person is already in the campaign under another reference",
-                    )],
-                );
-                continue;
-            }
-            known_refs.insert(by_ref);
-            known_people.insert(by_person);
-            let contact_id = Uuid::new_v4();
-            let fields: HashMap<&str, &str> = c
-                .contact
-                .fields
-                .iter()
-                .map(|(k, v)| (k.code(), v.as_str()))
-                .collect();
-            let plaintext =
-                serde_json::to_vec(&fields).map_err(|e| HandlerError::Permanent(e.to_string()))?;
-            let (key_id, nonce, sealed) = self
-                .state
-                .vault
-                .seal(contact_id.as_bytes(), &plaintext)
-                .map_err(|e| HandlerError::Permanent(e.to_string()))?;
-
-            let event_id = derived_id(&["accepted", &contact_id.to_string()]);
-            let time_zone = match cnmas_domain::geo::Department::parse(&c.contact.department) {
-                Ok(d) => d.time_zone(),
-                Err(_) => c.contact.territory.time_zone(),
-            };
-            let event = ContactAccepted {
-                envelope: Some(envelope(
-                    event_id.clone(),
-                    &c.fund_code,
-                    &c.campaign_id.to_string(),
-                    &c.correlation,
-                    Utc::now(),
-                )),
-                contact_id: contact_id.to_string(),
-                submission_ref: c.contact.submission_ref.clone(),
-                person_key: c.person_key.clone(),
-                theme: theme_to_proto(c.theme) as i32,
-                territory: c.contact.territory.code().to_string(),
-                department: c.contact.department.clone(),
-                time_zone: time_zone.name().to_string(),
-                priority_key: c.contact.priority_key,
-            };
-            outbox.push(
-                subjects::event("intake", "contact_accepted"),
-                &event_id,
-                &event,
-            );
-            rows.push(contact_id, c, key_id, nonce, sealed);
-        }
-        rows.insert(tx).await
+    )
+    .bind(&campaigns)
+    .bind(&refs)
+    .bind(&keys)
+    .fetch_all(&mut *tx)
+    .await?
+    {
+        let campaign: Uuid = r.get("campaign_id");
+        known_refs.insert((campaign, r.get::<String, _>("submission_ref")));
+        known_people.insert((campaign, r.get::<String, _>("person_key")));
     }
+
+    let mut rows: Rows = Rows::default();
+    for c in candidates {
+        let by_ref = (c.campaign_id, c.contact.submission_ref.clone());
+        let by_person = (c.campaign_id, c.person_key.clone());
+        if known_refs.contains(&by_ref) {
+            fates[c.slot] = Fate::AlreadyReceived;
+            continue; // already received: nothing new, nothing to say
+        }
+        if known_people.contains(&by_person) {
+            let reasons = vec![reason(
+                "person",
+                "contact.duplicate_person",
+                "this person is already in the campaign under another reference",
+            )];
+            rejection(
+                outbox,
+                &c.fund_code,
+                &c.campaign_id.to_string(),
+                &c.correlation,
+                c.index,
+                &c.contact.submission_ref,
+                reasons.clone(),
+            );
+            fates[c.slot] = Fate::Duplicate(reasons);
+            continue;
+        }
+        known_refs.insert(by_ref);
+        known_people.insert(by_person);
+        let contact_id = Uuid::new_v4();
+        let fields: HashMap<&str, &str> = c
+            .contact
+            .fields
+            .iter()
+            .map(|(k, v)| (k.code(), v.as_str()))
+            .collect();
+        let plaintext =
+            serde_json::to_vec(&fields).map_err(|e| HandlerError::Permanent(e.to_string()))?;
+        let (key_id, nonce, sealed) = state
+            .vault
+            .seal(contact_id.as_bytes(), &plaintext)
+            .map_err(|e| HandlerError::Permanent(e.to_string()))?;
+
+        let event_id = derived_id(&["accepted", &contact_id.to_string()]);
+        let time_zone = match cnmas_domain::geo::Department::parse(&c.contact.department) {
+            Ok(d) => d.time_zone(),
+            Err(_) => c.contact.territory.time_zone(),
+        };
+        let event = ContactAccepted {
+            envelope: Some(envelope(
+                event_id.clone(),
+                &c.fund_code,
+                &c.campaign_id.to_string(),
+                &c.correlation,
+                Utc::now(),
+            )),
+            contact_id: contact_id.to_string(),
+            submission_ref: c.contact.submission_ref.clone(),
+            person_key: c.person_key.clone(),
+            theme: theme_to_proto(c.theme) as i32,
+            territory: c.contact.territory.code().to_string(),
+            department: c.contact.department.clone(),
+            time_zone: time_zone.name().to_string(),
+            priority_key: c.contact.priority_key,
+        };
+        outbox.push(
+            subjects::event("intake", "contact_accepted"),
+            &event_id,
+            &event,
+        );
+        rows.push(contact_id, c, key_id, nonce, sealed);
+    }
+    rows.insert(tx).await
 }
 
 #[derive(Default)]

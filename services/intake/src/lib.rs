@@ -3,6 +3,8 @@
 //! data) or sends the fund the reasons of each rejection.
 
 mod api;
+mod erasure;
+mod import;
 mod intake;
 mod reveal;
 pub mod rights;
@@ -11,6 +13,7 @@ pub mod vault;
 
 use anyhow::{Context, Result};
 use cnmas_bus::ConsumerSpec;
+use cnmas_proto::intake::file_import_service_server::FileImportServiceServer;
 use cnmas_proto::intake::intake_service_server::IntakeServiceServer;
 use cnmas_runtime::config::var;
 use cnmas_runtime::service::{Base, Running};
@@ -19,6 +22,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 pub const SERVICE: &str = "intake";
+pub use import::Limits as ImportLimits;
 
 #[derive(Clone)]
 pub struct Config {
@@ -33,6 +37,8 @@ pub struct Config {
     pub retention: cnmas_runtime::rights::Retention,
     /// The other services' gRPC endpoints, for subject access and the purge across services.
     pub peers: rights::Peers,
+    /// File and message sizes (`CNMAS_IMPORT_*`, `CNMAS_INTAKE_MAX_CONTACTS_PER_MESSAGE`).
+    pub limits: ImportLimits,
 }
 
 impl Config {
@@ -46,6 +52,7 @@ impl Config {
                 .context("CNMAS_PERSON_KEY_SECRET is required")?,
             retention: cnmas_runtime::rights::Retention::from_env()?,
             peers: rights::Peers::from_env(),
+            limits: ImportLimits::from_env()?,
         })
     }
 }
@@ -55,6 +62,7 @@ pub(crate) struct State {
     pub vault: vault::Vault,
     pub keyer: cnmas_domain::person::PersonKeyer,
     pub funds: cnmas_domain::fund::Funds,
+    pub limits: ImportLimits,
 }
 
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
@@ -72,7 +80,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         vault,
         keyer,
         funds: cnmas_domain::fund::Funds::builtin(),
+        limits: config.limits,
     });
+    base.tasks
+        .spawn(erasure::run(state.clone(), base.shutdown.clone()));
     base.spawn_consumer(
         ConsumerSpec::new(
             SERVICE,
@@ -110,7 +121,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .add_service(person_data)
         .add_service(rights_api)
         .add_service(IntakeServiceServer::with_interceptor(
-            api::IntakeApi { state },
+            api::IntakeApi {
+                state: state.clone(),
+            },
+            base.auth.interceptor(),
+        ))
+        .add_service(FileImportServiceServer::with_interceptor(
+            import::FileImportApi { state },
             base.auth.interceptor(),
         ));
     let grpc = base.serve_grpc(config.common.grpc_addr, router).await?;

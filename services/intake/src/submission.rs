@@ -144,7 +144,7 @@ fn fields_present(c: &ContactSubmission) -> Vec<Field> {
 }
 
 /// Where each field sits in the message, for the reasons.
-fn path(field: Field) -> &'static str {
+pub fn path(field: Field) -> &'static str {
     match field {
         Field::Nir => "insured.nir",
         Field::LastName => "person.last_name",

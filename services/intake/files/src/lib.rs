@@ -12,7 +12,7 @@ mod columns;
 mod rows;
 
 pub use columns::{ColumnMap, COLUMNS};
-pub use rows::{HeaderReader, RawRow, RowParser};
+pub use rows::{Header, HeaderReader, RawRow, RowParser};
 
 /// How a file's bytes become text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
