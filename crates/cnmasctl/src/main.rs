@@ -4,6 +4,7 @@ mod calendar;
 mod csv_import;
 mod json;
 mod ops;
+mod rights;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -49,6 +50,11 @@ enum Command {
     Report(ops::ReportArgs),
     /// As an auditor: who viewed a contact's card, or which cards an agent viewed, and when.
     Audit(ops::AuditArgs),
+    /// A fund's subject access export and rectification of a person's data.
+    #[command(subcommand)]
+    Rights(rights::RightsCommand),
+    /// Run the retention purge in every service (`--dry-run` counts only), or list its log.
+    Purge(rights::PurgeArgs),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -68,6 +74,8 @@ async fn main() -> std::process::ExitCode {
         Command::Results(c) => ops::results(c).await,
         Command::Report(args) => ops::report(&token, args).await,
         Command::Audit(args) => ops::audit(&token, args).await,
+        Command::Rights(c) => rights::rights(&token, c).await,
+        Command::Purge(args) => rights::purge(&token, args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
