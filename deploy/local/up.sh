@@ -145,6 +145,11 @@ start_service() {
         extra=(
             "CNMAS_VAULT_KEYS=$CNMAS_VAULT_KEYS"
             "CNMAS_VAULT_ACTIVE_KEY=$CNMAS_VAULT_ACTIVE_KEY"
+            # Subject access and the purge are fanned out from intake to every service.
+            "CNMAS_CONSENT_URL=http://127.0.0.1:${GRPC_PORT[consent]}"
+            "CNMAS_SCHEDULER_URL=http://127.0.0.1:${GRPC_PORT[scheduler]}"
+            "CNMAS_DIALER_URL=http://127.0.0.1:${GRPC_PORT[dialer-queue]}"
+            "CNMAS_RESULTS_URL=http://127.0.0.1:${GRPC_PORT[results]}"
         )
     elif [ "$svc" = dialer-queue ]; then
         extra=(
