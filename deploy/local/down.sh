@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Stops the services started by deploy/local/up.sh: SIGTERM through their pid files, up to 20 s
-# for a graceful shutdown, then SIGKILL. PostgreSQL and NATS keep running, unless --all is given
+# Stops the services started by deploy/local/up.sh: the simulated agents first (SIGINT: they
+# record the call in progress), then the services and the console: SIGTERM through their pid
+# files, up to 20 s for a graceful shutdown, then SIGKILL. PostgreSQL and NATS keep running, unless --all is given
 # AND up.sh started them (it records .local/started-postgres and .local/started-nats).
 #
 # Usage: deploy/local/down.sh [--all]
@@ -15,14 +16,14 @@ for arg in "$@"; do
     case "$arg" in
     --all) ALL=1 ;;
     -h | --help)
-        sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *) die "unknown argument: $arg (see --help)" ;;
     esac
 done
 
-SERVICES=(intake consent scheduler dialer-queue results)
+SERVICES=(intake consent scheduler dialer-queue results console)
 PIDS="$CNMAS_STATE_DIR/pids"
 
 # The pid in a pid file if that process is alive and its command line contains the pattern.
@@ -61,6 +62,18 @@ stop_pids() {
         kill -KILL "$pid" 2>/dev/null || true
     done
 }
+
+# The simulated agents (CNMAS_DEMO_AGENTS) are clients: stop them before the services, with
+# SIGINT (their Ctrl-C) so each finishes and records its call.
+sim_pidfile="$PIDS/simulate-agents.pid"
+if pid="$(live_pid "$sim_pidfile" simulate-agents)"; then
+    log "stopping the simulated agents (pid $pid)"
+    kill -INT "$pid" 2>/dev/null || true
+    deadline=$((SECONDS + 15))
+    while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.5; done
+    if kill -0 "$pid" 2>/dev/null; then stop_pids 5 "simulate-agents:$pid"; fi
+fi
+rm -f "$sim_pidfile"
 
 to_stop=()
 for svc in "${SERVICES[@]}"; do

@@ -279,7 +279,7 @@ ensure_nats() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Chromium (for browser tests of the web console; not used yet)
+# Chromium (browser tests of the web console: tests/tests/console.rs)
 # ---------------------------------------------------------------------------------------------
 
 # Installs headless Chromium and chromedriver (Debian packages) when /usr/bin/chromium is missing.

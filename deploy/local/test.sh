@@ -18,8 +18,8 @@ cd "$CNMAS_REPO_ROOT"
 
 ensure_postgres
 ensure_nats
-# Browser tests of the web console will need headless Chromium; enable when they exist:
-# ensure_chromium
+# The web console's browser tests drive headless Chromium through chromedriver (Debian packages).
+ensure_chromium
 
 export CNMAS_TEST_DATABASE_URL="${CNMAS_TEST_DATABASE_URL:-${CNMAS_PG_URL}}"
 export CNMAS_TEST_NATS_URL="${CNMAS_TEST_NATS_URL:-nats://${CNMAS_NATS_HOST}:${CNMAS_NATS_PORT}}"

@@ -11,6 +11,8 @@
 #
 # Environment (optional): CNMAS_NAMESPACE (default empty), CNMAS_<SERVICE>_GRPC_PORT and
 # CNMAS_<SERVICE>_HTTP_PORT (SERVICE = INTAKE, CONSENT, SCHEDULER, DIALER_QUEUE, RESULTS),
+# CNMAS_CONSOLE_HTTP_PORT (the web console, default 8080), CNMAS_DEMO_AGENTS=N (N simulated
+# agents work the demo campaign: `cnmasctl simulate-agents`, talk time CNMAS_DEMO_TALK_MS),
 # CARGO_TARGET_DIR, and the PostgreSQL/NATS settings documented in lib.sh.
 #
 # State, all under .local/ at the repo root (gitignored):
@@ -19,6 +21,7 @@
 #   pids/<service>.pid    each service's pid (down.sh uses them)
 #   demo-loaded           the demo campaign id, once the demo is fully loaded
 #   demo-progress         demo steps already done (so a failed load resumes where it stopped)
+#   demo-credentials      the console identifiers and passwords of the demo agent and supervisor
 #   started-postgres, started-nats   present when up.sh started them (down.sh --all stops them)
 set -euo pipefail
 
@@ -35,7 +38,7 @@ for arg in "$@"; do
     --no-build) BUILD=0 ;;
     --no-demo) DEMO=0 ;;
     -h | --help)
-        sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *) die "unknown argument: $arg (see --help)" ;;
@@ -220,6 +223,57 @@ wait_all_ready() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# The web console (stateless: no database; it calls the dialer, the scheduler and results)
+
+CONSOLE_PORT="${CNMAS_CONSOLE_HTTP_PORT:-8080}"
+
+start_console() {
+    local bin="$BIN_DIR/cnmas-console" pidfile="$PIDS/console.pid" logfile="$LOGS/console.log" pid
+    if pid="$(live_pid "$pidfile" cnmas-console)"; then
+        log "console: already running (pid $pid), left alone"
+        return 0
+    fi
+    rm -f "$pidfile"
+    [ -x "$bin" ] || die "console: $bin not found (build failed, or run without --no-build)"
+    if port_open 127.0.0.1 "$CONSOLE_PORT"; then
+        die "console: port $CONSOLE_PORT is already in use by another process; stop it or set CNMAS_CONSOLE_HTTP_PORT"
+    fi
+    printf '\n===== %s up.sh: starting console =====\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$logfile"
+    setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' cnmas-launch "$pidfile" \
+        nohup env -u CNMAS_VAULT_KEYS -u CNMAS_VAULT_ACTIVE_KEY -u CNMAS_PERSON_KEY_SECRET \
+        CNMAS_HTTP_ADDR="127.0.0.1:${CONSOLE_PORT}" \
+        CNMAS_DIALER_URL="http://127.0.0.1:${GRPC_PORT[dialer-queue]}" \
+        CNMAS_SCHEDULER_URL="http://127.0.0.1:${GRPC_PORT[scheduler]}" \
+        CNMAS_RESULTS_URL="http://127.0.0.1:${GRPC_PORT[results]}" \
+        CNMAS_LOG_FORMAT=json \
+        CNMAS_JWT_SECRET="$CNMAS_JWT_SECRET" \
+        "$bin" </dev/null >>"$logfile" 2>&1 &
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        [ -s "$pidfile" ] && break
+        sleep 0.1
+    done
+    log "console: started (pid $(cat "$pidfile" 2>/dev/null || echo '?'), http://127.0.0.1:$CONSOLE_PORT/)"
+}
+
+wait_console_ready() {
+    local deadline=$((SECONDS + 30))
+    until [ "$(ready_code "$CONSOLE_PORT")" = 200 ]; do
+        if ! live_pid "$PIDS/console.pid" cnmas-console >/dev/null; then
+            warn "console exited before becoming ready"
+            show_log_tail console
+            exit 1
+        fi
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            warn "console: http://127.0.0.1:$CONSOLE_PORT/readyz still not 200 after 30 s"
+            show_log_tail console
+            exit 1
+        fi
+        sleep 0.5
+    done
+    log "console: ready"
+}
+
+# ---------------------------------------------------------------------------------------------
 # Demo campaign (once)
 
 ctl() { "$CNMASCTL" "$@"; }
@@ -311,6 +365,63 @@ load_demo() {
     log "demo campaign $cid loaded"
 }
 
+CREDENTIALS="$CNMAS_STATE_DIR/demo-credentials"
+
+# Console accounts for the demo (once): agent-001 gets a password, superviseur-001 is created
+# as a supervisor (an admin's act). Generated passwords are kept in .local/demo-credentials.
+ensure_demo_accounts() {
+    if [ -s "$CREDENTIALS" ]; then
+        return 0
+    fi
+    cli_env
+    local admin agent_pw sup_pw
+    admin="$(ctl token --role admin --subject demo-admin --ttl-hours 1)" || die "cnmasctl token --role admin failed"
+    agent_pw="$(gen_hex32 | cut -c1-16)"
+    sup_pw="$(gen_hex32 | cut -c1-16)"
+    ctl --token "$admin" agent add --agent superviseur-001 --name "Superviseur Démo" --team demo --supervisor >&2 ||
+        die "cnmasctl agent add --supervisor failed"
+    printf '%s\n' "$agent_pw" | ctl --token "$admin" agent set-password --agent agent-001 >&2 ||
+        die "cnmasctl agent set-password (agent-001) failed"
+    printf '%s\n' "$sup_pw" | ctl --token "$admin" agent set-password --agent superviseur-001 >&2 ||
+        die "cnmasctl agent set-password (superviseur-001) failed"
+    (
+        umask 077
+        cat >"$CREDENTIALS" <<EOF
+# Console accounts of the local demo (generated by deploy/local/up.sh). Local use only.
+CNMAS_DEMO_AGENT=agent-001
+CNMAS_DEMO_AGENT_PASSWORD=$agent_pw
+CNMAS_DEMO_SUPERVISOR=superviseur-001
+CNMAS_DEMO_SUPERVISOR_PASSWORD=$sup_pw
+EOF
+    )
+    log "console accounts created (agent-001, superviseur-001); credentials in ${CREDENTIALS#"$CNMAS_REPO_ROOT"/}"
+}
+
+# CNMAS_DEMO_AGENTS=N: N simulated agents work the demo campaign in the background.
+start_simulated_agents() {
+    local n="${CNMAS_DEMO_AGENTS:-0}" pidfile="$PIDS/simulate-agents.pid" pid sup
+    case "$n" in '' | *[!0-9]*) die "CNMAS_DEMO_AGENTS must be a number" ;; esac
+    [ "$n" -gt 0 ] || return 0
+    [ -n "${DEMO_CAMPAIGN:-}" ] || die "CNMAS_DEMO_AGENTS needs the demo campaign (run without --no-demo)"
+    if pid="$(live_pid "$pidfile" simulate-agents)"; then
+        log "simulated agents: already running (pid $pid), left alone"
+        return 0
+    fi
+    rm -f "$pidfile"
+    cli_env
+    sup="$(ctl token --role supervisor --subject demo-simulation --ttl-hours 24)" || die "cnmasctl token failed"
+    setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' cnmas-launch "$pidfile" \
+        nohup env CNMAS_TOKEN="$sup" \
+        "$CNMASCTL" simulate-agents --campaign "$DEMO_CAMPAIGN" --agents "$n" --prefix demo-sim \
+        --talk-ms "${CNMAS_DEMO_TALK_MS:-4000}" --report-seconds 10 \
+        </dev/null >>"$LOGS/simulate-agents.log" 2>&1 &
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        [ -s "$pidfile" ] && break
+        sleep 0.1
+    done
+    log "simulated agents: $n on the demo campaign (pid $(cat "$pidfile" 2>/dev/null || echo '?'), log ${LOGS#"$CNMAS_REPO_ROOT"/}/simulate-agents.log)"
+}
+
 # ---------------------------------------------------------------------------------------------
 
 summary() {
@@ -334,12 +445,31 @@ EOF
     cat <<EOF
 
 EOF
+    printf '  %-14s %-17s %s/readyz\n' console "-" "http://127.0.0.1:${CONSOLE_PORT}"
+    cat <<EOF
+
+  web console    http://127.0.0.1:${CONSOLE_PORT}/   (agents and supervisors, in French)
+EOF
     if [ -n "${DEMO_CAMPAIGN:-}" ]; then
         cat <<EOF
   demo campaign  ${DEMO_CAMPAIGN}   (fund 751, flu_vaccination, agent agent-001 assigned)
-
 EOF
     fi
+    if [ -s "$CREDENTIALS" ]; then
+        # shellcheck disable=SC1090
+        . "$CREDENTIALS"
+        cat <<EOF
+  console sign-in   agent:      ${CNMAS_DEMO_AGENT} / ${CNMAS_DEMO_AGENT_PASSWORD}
+                    supervisor: ${CNMAS_DEMO_SUPERVISOR} / ${CNMAS_DEMO_SUPERVISOR_PASSWORD}
+                    (kept in ${CREDENTIALS#"$CNMAS_REPO_ROOT"/})
+EOF
+    fi
+    if [ -s "$PIDS/simulate-agents.pid" ]; then
+        cat <<EOF
+  simulated agents  running: tail -f ${LOGS#"$CNMAS_REPO_ROOT"/}/simulate-agents.log
+EOF
+    fi
+    echo
     cat <<EOF
 Try it (in a shell at the repo root):
   set -a; . ${ENV_FILE#"$CNMAS_REPO_ROOT"/}; set +a
@@ -385,13 +515,17 @@ main() {
         start_service "$svc"
     done
     wait_all_ready
+    start_console
+    wait_console_ready
 
     DEMO_CAMPAIGN=""
     if [ "$DEMO" = 1 ]; then
         load_demo
+        ensure_demo_accounts
     elif [ -s "$CNMAS_STATE_DIR/demo-loaded" ]; then
         DEMO_CAMPAIGN="$(cat "$CNMAS_STATE_DIR/demo-loaded")"
     fi
+    start_simulated_agents
     summary
 }
 

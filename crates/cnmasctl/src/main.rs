@@ -5,6 +5,7 @@ mod csv_import;
 mod json;
 mod ops;
 mod rights;
+mod simulate;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -50,6 +51,9 @@ enum Command {
     Report(ops::ReportArgs),
     /// As an auditor: who viewed a contact's card, or which cards an agent viewed, and when.
     Audit(ops::AuditArgs),
+    /// Run simulated agents on a campaign through the agent API (demos, load tests); needs a
+    /// supervisor token and CNMAS_JWT_SECRET.
+    SimulateAgents(simulate::SimulateArgs),
     /// A fund's subject access export and rectification of a person's data.
     #[command(subcommand)]
     Rights(rights::RightsCommand),
@@ -74,6 +78,7 @@ async fn main() -> std::process::ExitCode {
         Command::Results(c) => ops::results(c).await,
         Command::Report(args) => ops::report(&token, args).await,
         Command::Audit(args) => ops::audit(&token, args).await,
+        Command::SimulateAgents(args) => simulate::run(&token, args).await,
         Command::Rights(c) => rights::rights(&token, c).await,
         Command::Purge(args) => rights::purge(&token, args).await,
     };

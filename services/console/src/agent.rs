@@ -39,7 +39,10 @@ fn dial_url(template: &str, phone: &str) -> String {
 }
 
 fn lease_id(call: &LeasedCall) -> String {
-    call.lease.as_ref().map(|l| l.lease_id.clone()).unwrap_or_default()
+    call.lease
+        .as_ref()
+        .map(|l| l.lease_id.clone())
+        .unwrap_or_default()
 }
 
 /// What the agent page shows beyond the session's state.
@@ -83,7 +86,11 @@ fn render(c: &Console, who: &Signed, status: StatusCode, extras: Extras) -> Resp
                 }
             })
             .collect();
-        let expires = call.lease.as_ref().and_then(|l| l.expires_at.as_ref()).and_then(from_timestamp);
+        let expires = call
+            .lease
+            .as_ref()
+            .and_then(|l| l.expires_at.as_ref())
+            .and_then(from_timestamp);
         context! {
             lease_id => lease_id(call),
             campaign_id => call.campaign_id,
@@ -253,7 +260,11 @@ pub async fn next_call(
                     v.since = Some(Utc::now());
                     v.call = Some(call);
                 });
-                back(&c, &who, Flash::info("Nouvel appel : la fiche est affichée."))
+                back(
+                    &c,
+                    &who,
+                    Flash::info("Nouvel appel : la fiche est affichée."),
+                )
             }
             Some(next_call_response::Result::NothingDue(n)) => {
                 update(&c, &who, |v| {
@@ -315,7 +326,15 @@ pub async fn renew(
         if fetch {
             Json(serde_json::json!({ "ok": ok, "message": text })).into_response()
         } else {
-            back(&c, &who, if ok { Flash::info(text) } else { Flash::error(text) })
+            back(
+                &c,
+                &who,
+                if ok {
+                    Flash::info(text)
+                } else {
+                    Flash::error(text)
+                },
+            )
         }
     };
     let Some(_call) = held(&c, &who, &f.lease_id) else {
@@ -327,7 +346,10 @@ pub async fn renew(
         .await
     {
         Ok(lease) => {
-            let until = paris(lease.expires_at.as_ref().and_then(from_timestamp), "%H:%M:%S");
+            let until = paris(
+                lease.expires_at.as_ref().and_then(from_timestamp),
+                "%H:%M:%S",
+            );
             update(&c, &who, |v| {
                 if let Some(call) = v.call.as_mut() {
                     call.lease = Some(lease.clone());
@@ -354,7 +376,11 @@ pub async fn reveal(
         Err(r) => return r,
     };
     if held(&c, &who, &f.lease_id).is_none() {
-        return back(&c, &who, Flash::error("Aucun appel en cours : rien à afficher."));
+        return back(
+            &c,
+            &who,
+            Flash::error("Aucun appel en cours : rien à afficher."),
+        );
     }
     match c
         .backend

@@ -72,7 +72,9 @@ pub fn friendly(e: &Status) -> String {
         tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument => {
             format!("Demande refusée : {}", e.message())
         }
-        tonic::Code::Unauthenticated => "Votre session n'est plus valide : reconnectez-vous.".into(),
+        tonic::Code::Unauthenticated => {
+            "Votre session n'est plus valide : reconnectez-vous.".into()
+        }
         _ => "Une erreur est survenue : réessayez.".into(),
     }
 }

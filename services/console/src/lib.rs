@@ -92,7 +92,9 @@ impl Config {
             .iter()
             .any(|p| t.starts_with(p))
         {
-            anyhow::bail!("CNMAS_TELEPHONY_URL_TEMPLATE must start with tel:, sip:, https:// or http://");
+            anyhow::bail!(
+                "CNMAS_TELEPHONY_URL_TEMPLATE must start with tel:, sip:, https:// or http://"
+            );
         }
         if self.session_idle.is_zero() || self.session_max.is_zero() {
             anyhow::bail!("console session durations must be positive");
@@ -143,7 +145,10 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/supervision/campagnes/:id", get(supervisor::campaign))
         .route("/supervision/campagnes/:id/direct", get(supervisor::live))
         .route("/supervision/campagnes/:id/pause", post(supervisor::pause))
-        .route("/supervision/campagnes/:id/reprise", post(supervisor::resume))
+        .route(
+            "/supervision/campagnes/:id/reprise",
+            post(supervisor::resume),
+        )
         .route("/static/console.js", get(page::script))
         .route("/static/console.css", get(page::stylesheet))
         .route("/healthz", get(|| async { "ok" }))

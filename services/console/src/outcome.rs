@@ -42,11 +42,7 @@ fn get<'a>(form: &'a HashMap<String, String>, key: &str) -> &'a str {
 /// Reads the outcome form. The dialer validates again (and decides): this only turns the
 /// inputs into the API's shape and refuses what cannot be shaped.
 pub fn form_to_disposition(form: &HashMap<String, String>) -> Result<Disposition, FormError> {
-    let not_reached = |o: AttemptOutcome| {
-        Kind::NotReached(dialer::NotReached {
-            reason: o as i32,
-        })
-    };
+    let not_reached = |o: AttemptOutcome| Kind::NotReached(dialer::NotReached { reason: o as i32 });
     let kind = match get(form, "outcome") {
         "no_answer" => not_reached(AttemptOutcome::NoAnswer),
         "busy" => not_reached(AttemptOutcome::Busy),
@@ -198,7 +194,9 @@ pub fn from_dialer(message: &str) -> FormError {
         "address.lines" => "L'adresse compte 1 à 6 lignes de 300 caractères au plus.".to_string(),
         "too_many_items" => "20 éléments au plus de chaque sorte.".to_string(),
         r if r.starts_with("phone.") => {
-            format!("Numéro de téléphone refusé ({r}) : un numéro français ou d'outre-mer est attendu.")
+            format!(
+                "Numéro de téléphone refusé ({r}) : un numéro français ou d'outre-mer est attendu."
+            )
         }
         r if r.starts_with("email.") => format!("Adresse électronique refusée ({r})."),
         r if r.starts_with("postcode.") => format!("Code postal refusé ({r})."),
@@ -227,7 +225,10 @@ mod tests {
                 reason: AttemptOutcome::Busy as i32
             }))
         );
-        assert_eq!(form_to_disposition(&form(&[])).unwrap_err().field, "outcome");
+        assert_eq!(
+            form_to_disposition(&form(&[])).unwrap_err().field,
+            "outcome"
+        );
     }
 
     #[test]
@@ -279,7 +280,9 @@ mod tests {
         assert!(c.with_same_agent);
         assert_eq!(
             c.at,
-            Some(timestamp(Utc.with_ymd_and_hms(2026, 12, 1, 14, 30, 0).unwrap()))
+            Some(timestamp(
+                Utc.with_ymd_and_hms(2026, 12, 1, 14, 30, 0).unwrap()
+            ))
         );
         let bad = form_to_disposition(&form(&[("outcome", "callback"), ("callback_at", "demain")]))
             .unwrap_err();

@@ -38,7 +38,10 @@ const TEMPLATES: [(&str, &str); 8] = [
     ("sign_in.html", include_str!("../templates/sign_in.html")),
     ("error.html", include_str!("../templates/error.html")),
     ("agent.html", include_str!("../templates/agent.html")),
-    ("campaigns.html", include_str!("../templates/campaigns.html")),
+    (
+        "campaigns.html",
+        include_str!("../templates/campaigns.html"),
+    ),
     ("campaign.html", include_str!("../templates/campaign.html")),
     ("floor.html", include_str!("../templates/floor.html")),
     ("chart.html", include_str!("../templates/chart.html")),
@@ -88,8 +91,14 @@ pub async fn security_headers(req: Request<Body>, next: Next) -> Response {
              connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));

@@ -11,12 +11,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
+use chrono_tz::Europe::Paris;
 use cnmas_proto::common::{AttemptOutcome, FinalStatus, Theme};
 use cnmas_proto::dialer::{AgentState, CampaignFloor};
 use cnmas_proto::results::CampaignReport;
 use cnmas_proto::scheduler::{Campaign, CampaignState};
 use cnmas_proto::support::from_timestamp;
-use chrono_tz::Europe::Paris;
 use minijinja::context;
 use std::sync::Arc;
 
@@ -324,7 +324,13 @@ pub struct SteerForm {
     motif: String,
 }
 
-async fn steer(c: Arc<Console>, headers: HeaderMap, id: String, f: SteerForm, pause: bool) -> Response {
+async fn steer(
+    c: Arc<Console>,
+    headers: HeaderMap,
+    id: String,
+    f: SteerForm,
+    pause: bool,
+) -> Response {
     let who = match posted(&c, &headers, &f.csrf) {
         Ok(w) if w.user.supervisor => w,
         Ok(_) => {
