@@ -620,7 +620,11 @@ impl FileImportApi {
 /// Where an upload is: reading the header of a new import, or rows.
 enum Stage {
     Header(HeaderReader),
-    Rows { parser: RowParser, map: ColumnMap },
+    // Boxed: the CSV state machine is large beside the header's buffer.
+    Rows {
+        parser: Box<RowParser>,
+        map: ColumnMap,
+    },
 }
 
 #[tonic::async_trait]
@@ -701,12 +705,12 @@ impl FileImportService for FileImportApi {
                 }
                 let map = ColumnMap::from_names(&import.columns, theme)
                     .map_err(|e| internal(format!("stored columns: {e}")))?;
-                let parser = RowParser::new(
+                let parser = Box::new(RowParser::new(
                     import.delimiter,
                     limits.file,
                     import.next_offset,
                     import.next_row,
-                );
+                ));
                 (Some(import), Stage::Rows { parser, map })
             }
             None => {
@@ -815,7 +819,8 @@ impl FileImportService for FileImportApi {
                         )
                         .await?,
                     );
-                    let mut parser = RowParser::new(header.delimiter, limits.file, header.end, 2);
+                    let mut parser =
+                        Box::new(RowParser::new(header.delimiter, limits.file, header.end, 2));
                     parser.feed(&rest, &mut pending);
                     stage = Stage::Rows { parser, map };
                 }
