@@ -95,6 +95,7 @@ pub enum RightsCommand {
     },
     /// Correct a person's data in the fund's contacts (validated by the theme's rules).
     Rectify {
+        /// The fund whose contacts are corrected (a fund token: its own).
         #[arg(long)]
         fund: String,
         #[command(flatten)]

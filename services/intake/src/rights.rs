@@ -880,3 +880,123 @@ impl RightsService for RightsApi {
         Ok(Response::new(pb::ListPurgesResponse { purges }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cnmas_domain::geo::Territory;
+
+    fn today() -> chrono::NaiveDate {
+        chrono::NaiveDate::from_ymd_opt(2026, 11, 28).expect("a date")
+    }
+
+    /// What the vault would hold for `submission`.
+    fn stored(submission: &ContactSubmission, theme: Theme) -> BTreeMap<String, String> {
+        submission::validate(submission, theme, Territory::FR, today())
+            .expect("a valid contact")
+            .fields
+            .into_iter()
+            .map(|(k, v)| (k.code().to_string(), v))
+            .collect()
+    }
+
+    /// A contact rebuilt from the vault validates to exactly the same fields: correcting one
+    /// field never changes another.
+    fn round_trips(submission: ContactSubmission, theme: Theme) {
+        let first = stored(&submission, theme);
+        let again = stored(&to_submission("ref-1", theme, &first), theme);
+        assert_eq!(first, again, "{theme:?}");
+    }
+
+    #[test]
+    fn stored_contacts_of_every_population_revalidate_unchanged() {
+        round_trips(
+            ContactSubmission {
+                submission_ref: "ref-1".into(),
+                person: Some(Person::Insured(InsuredPerson {
+                    nir: "2 55 08 14 168 025 38".into(),
+                    last_name: "Martin".into(),
+                    first_name: "Jeanne".into(),
+                    birth_date: "1955-08-14".into(),
+                })),
+                contact_details: Some(ContactDetails {
+                    phone: "0690 12 34 56".into(),
+                    email: "jeanne@example.fr".into(),
+                    postal_address: Some(PostalAddress {
+                        lines: vec!["12 rue des Palmiers".into(), "Bât. B".into()],
+                        postcode: "97110".into(),
+                        city: "Pointe-à-Pitre".into(),
+                    }),
+                }),
+                theme_fields: Some(ThemeFields::FluVaccination(FluVaccinationFields {
+                    flu_vaccinated: Some(true),
+                })),
+            },
+            Theme::FluVaccination,
+        );
+        round_trips(
+            ContactSubmission {
+                submission_ref: "ref-1".into(),
+                person: Some(Person::Employer(Employer {
+                    company_name: "Boulangerie du Port".into(),
+                    siret: "35600000049837".into(),
+                    correspondent_name: "M. Durand".into(),
+                })),
+                contact_details: Some(ContactDetails {
+                    phone: "01 44 55 66 77".into(),
+                    email: String::new(),
+                    postal_address: None,
+                }),
+                theme_fields: None,
+            },
+            Theme::EmployerOffer,
+        );
+    }
+
+    #[test]
+    fn changes_are_named_by_field_code_and_checked() {
+        let ok = HashMap::from([
+            ("phone".to_string(), " 0690 12 34 56 ".to_string()),
+            ("address".to_string(), "1 rue X".to_string()),
+        ]);
+        assert_eq!(
+            check_changes(&ok).expect("known fields"),
+            vec![
+                (Field::PostalAddress, "1 rue X".to_string()),
+                (Field::Phone, "0690 12 34 56".to_string()),
+            ]
+        );
+        let bad = HashMap::from([("shoe_size".to_string(), "42".to_string())]);
+        let errs = check_changes(&bad).expect_err("unknown field");
+        assert_eq!(errs[0].field, "fields.shoe_size");
+        assert_eq!(errs[0].rule, "rectification.unknown_field");
+        let errs = check_changes(&HashMap::new()).expect_err("nothing to change");
+        assert_eq!(errs[0].rule, "rectification.empty");
+    }
+
+    #[test]
+    fn a_fund_acts_for_itself_only() {
+        let fund = Principal {
+            subject: "cpam-751".into(),
+            role: Role::Fund,
+            fund: Some("751".into()),
+            agent: None,
+        };
+        assert_eq!(acting_fund(&fund, "").expect("own"), Some("751".into()));
+        assert_eq!(acting_fund(&fund, "751").expect("own"), Some("751".into()));
+        assert_eq!(
+            acting_fund(&fund, "971").expect_err("another fund").code(),
+            Code::PermissionDenied
+        );
+        let auditor = Principal {
+            role: Role::Auditor,
+            fund: None,
+            ..fund
+        };
+        assert_eq!(acting_fund(&auditor, "").expect("any"), None);
+        assert_eq!(
+            acting_fund(&auditor, "971").expect("any"),
+            Some("971".into())
+        );
+    }
+}
