@@ -35,6 +35,15 @@ async fn client(token: &str) -> Result<Client> {
     ))
 }
 
+/// One JSON line on standard output; a reader that went away (`| head`) ends the output quietly.
+fn emit(v: serde_json::Value) -> Result<()> {
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{v}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
 /// gRPC errors as the services word them; a refused rectification lists every reason.
 fn status(e: tonic::Status) -> anyhow::Error {
     if let Ok(r) = RectificationRejected::decode(e.details()) {
@@ -133,7 +142,13 @@ pub async fn rights(token: &str, c: RightsCommand) -> Result<()> {
                     write_private(&path, pretty.as_bytes())?;
                     eprintln!("{} items written to {}", export.items.len(), path.display());
                 }
-                None => println!("{pretty}"),
+                None => {
+                    use std::io::Write;
+                    match writeln!(std::io::stdout().lock(), "{pretty}") {
+                        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                        other => other?,
+                    }
+                }
             }
         }
         RightsCommand::Rectify {
@@ -162,11 +177,10 @@ pub async fn rights(token: &str, c: RightsCommand) -> Result<()> {
                 .map_err(status)?
                 .into_inner();
             for c in answer.contacts {
-                println!(
-                    "{}",
+                emit(
                     serde_json::json!({"contact_id": c.contact_id, "campaign_id": c.campaign_id,
-                                       "fields_changed": c.fields_changed})
-                );
+                                       "fields_changed": c.fields_changed}),
+                )?;
             }
         }
     }
@@ -220,14 +234,13 @@ pub async fn purge(token: &str, a: PurgeArgs) -> Result<()> {
             .map_err(status)?
             .into_inner();
         for p in log.purges {
-            println!(
-                "{}",
+            emit(
                 serde_json::json!({"service": p.service, "campaign_id": p.campaign_id,
                     "table": p.table, "rows": p.rows, "actor": p.actor,
                     "at": p.at.as_ref().and_then(from_timestamp).map(|t| t.to_rfc3339()),
                     "campaign_closed_at": p.campaign_closed_at.as_ref().and_then(from_timestamp)
-                        .map(|t| t.to_rfc3339())})
-            );
+                        .map(|t| t.to_rfc3339())}),
+            )?;
         }
         return Ok(());
     }
@@ -238,17 +251,13 @@ pub async fn purge(token: &str, a: PurgeArgs) -> Result<()> {
         .into_inner();
     for s in done.services {
         if s.purged.is_empty() {
-            println!(
-                "{}",
-                serde_json::json!({"service": s.service, "dry_run": s.dry_run, "rows": 0})
-            );
+            emit(serde_json::json!({"service": s.service, "dry_run": s.dry_run, "rows": 0}))?;
         }
         for p in s.purged {
-            println!(
-                "{}",
+            emit(
                 serde_json::json!({"service": p.service, "dry_run": s.dry_run,
-                    "campaign_id": p.campaign_id, "table": p.table, "rows": p.rows})
-            );
+                    "campaign_id": p.campaign_id, "table": p.table, "rows": p.rows}),
+            )?;
         }
     }
     Ok(())
