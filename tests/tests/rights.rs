@@ -704,3 +704,54 @@ async fn purge_removes_contact_rows_everywhere_keeps_the_report_and_is_audited()
     system.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn services_purge_on_their_own_schedule() -> Result<()> {
+    let system = System::start_configured(
+        300,
+        Retention {
+            contact_days: 0,
+            purge_interval: Duration::from_secs(1),
+            ..Retention::default()
+        },
+    )
+    .await?;
+    let campaign = system
+        .active_campaign("751", Theme::FluVaccination, &[])
+        .await?;
+    system
+        .submit("751", &campaign, "sc-1", vec![people::flu(21)])
+        .await?;
+    let intake = db(&system, "intake").await?;
+    count_is(
+        &intake,
+        "SELECT count(*) FROM contacts WHERE campaign_id = $1",
+        &campaign,
+        1,
+        "the contact",
+    )
+    .await?;
+    let mut campaigns = system
+        .campaigns(system.token(Role::Fund, Some("751"), None))
+        .await?;
+    campaigns
+        .cancel_campaign(CampaignTransitionRequest {
+            campaign_id: campaign.clone(),
+            reason: "test of the schedule".into(),
+        })
+        .await?;
+    // Nobody asks: each service purges by itself and logs it as the schedule's doing.
+    count_is(
+        &intake,
+        "SELECT count(*) FROM contacts WHERE campaign_id = $1",
+        &campaign,
+        0,
+        "intake's scheduled purge",
+    )
+    .await?;
+    count_is(&intake, "SELECT count(*) FROM purge_log WHERE campaign_id = $1 AND actor = 'schedule' AND table_name = 'contacts'", &campaign, 1, "intake's purge log").await?;
+    let scheduler = db(&system, "scheduler").await?;
+    count_is(&scheduler, "SELECT count(*) FROM purge_log WHERE campaign_id = $1 AND actor = 'schedule' AND table_name = 'plans'", &campaign, 1, "the scheduler's purge log").await?;
+    system.stop().await;
+    Ok(())
+}

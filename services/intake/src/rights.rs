@@ -128,7 +128,12 @@ impl PersonData for IntakeData {
         for r in &rows {
             let contact_id: Uuid = r.get("contact_id");
             mine.push(contact_id);
-            let fields = open_fields(&self.vault, contact_id, r)?;
+            let mut fields = open_fields(&self.vault, contact_id, r)?;
+            // The provisional AMELI code is a credential: its presence is shown, never its
+            // value (the fund issued it; an export file must not carry it).
+            if let Some(code) = fields.get_mut(Field::AmeliProvisionalCode.code()) {
+                *code = "(credential, not exported)".into();
+            }
             let last = sqlx::query_scalar::<_, Option<DateTime<Utc>>>(
                 "SELECT max(at) FROM rectification_audit WHERE contact_id = $1",
             )
