@@ -155,7 +155,14 @@ impl PersonData for DialerData {
 /// place, person key and window end; when no window is open at the new place now, the call is
 /// withdrawn and returned to the scheduler (which plans it in the new place's next window). A
 /// call an agent holds stays with the agent.
+///
+/// `CallReplanned` and the `CallDue` it corrects come from the scheduler through different
+/// consumers: when no call of the contact is here yet (nor closed), the replan waits a little
+/// for its call (a few deliveries), then gives up — the call was taken and finished meanwhile.
 pub struct Replans;
+
+/// Deliveries of a `CallReplanned` that found no call, before it is let go.
+const REPLAN_WAIT_DELIVERIES: i64 = 4;
 
 impl BatchHandler for Replans {
     async fn handle(
@@ -176,22 +183,20 @@ impl BatchHandler for Replans {
                 ));
                 continue;
             };
-            verdicts.push(Verdict::Done);
-            match e.window_end.as_ref().and_then(from_timestamp) {
-                Some(window_end) => {
-                    sqlx::query(
-                        "UPDATE queue SET territory = $2, department = $3, person_key = $4,
+            let touched = match e.window_end.as_ref().and_then(from_timestamp) {
+                Some(window_end) => sqlx::query(
+                    "UPDATE queue SET territory = $2, department = $3, person_key = $4,
                              window_end = $5
                          WHERE contact_id = $1 AND lease_id IS NULL",
-                    )
-                    .bind(contact_id)
-                    .bind(&e.territory)
-                    .bind(&e.department)
-                    .bind(&e.person_key)
-                    .bind(window_end)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                )
+                .bind(contact_id)
+                .bind(&e.territory)
+                .bind(&e.department)
+                .bind(&e.person_key)
+                .bind(window_end)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected(),
                 None => {
                     let returned = sqlx::query(
                         "DELETE FROM queue WHERE contact_id = $1 AND lease_id IS NULL
@@ -200,6 +205,7 @@ impl BatchHandler for Replans {
                     .bind(contact_id)
                     .fetch_all(&mut *tx)
                     .await?;
+                    let n = returned.len() as u64;
                     for r in returned {
                         let call_id: String = r.get("call_id");
                         let campaign_id: Uuid = r.get("campaign_id");
@@ -221,8 +227,23 @@ impl BatchHandler for Replans {
                             },
                         );
                     }
+                    n
+                }
+            };
+            if touched == 0 && m.delivered < REPLAN_WAIT_DELIVERIES {
+                let present: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM queue WHERE contact_id = $1)
+                         OR EXISTS (SELECT 1 FROM closed_contacts WHERE contact_id = $1)",
+                )
+                .bind(contact_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                if !present {
+                    verdicts.push(Verdict::Retry(std::time::Duration::from_millis(500)));
+                    continue;
                 }
             }
+            verdicts.push(Verdict::Done);
         }
         Ok(verdicts)
     }
