@@ -614,11 +614,11 @@ async fn browser(driver: &Driver) -> Result<Client> {
         bail!("capabilities must be an object")
     };
     let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    Ok(ClientBuilder::new(connector)
+    ClientBuilder::new(connector)
         .capabilities(caps)
         .connect(&driver.url)
         .await
-        .context("chromedriver refused the session (is Chromium installed?)")?)
+        .context("chromedriver refused the session (is Chromium installed?)")
 }
 
 async fn text_of(c: &Client, css: &str) -> Result<String> {

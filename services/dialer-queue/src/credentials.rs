@@ -34,7 +34,9 @@ fn internal(e: impl std::fmt::Display) -> Status {
 
 fn hash_blocking(password: &[u8]) -> Result<String, argon2::password_hash::Error> {
     let salt = SaltString::generate(&mut OsRng);
-    Ok(Argon2::default().hash_password(password, &salt)?.to_string())
+    Ok(Argon2::default()
+        .hash_password(password, &salt)?
+        .to_string())
 }
 
 /// Hashes off the async threads: argon2 is deliberately slow.
@@ -135,7 +137,9 @@ mod tests {
         assert!(matches(Some(h.clone()), "correct horse battery".into())
             .await
             .unwrap());
-        assert!(!matches(Some(h), "wrong horse battery".into()).await.unwrap());
+        assert!(!matches(Some(h), "wrong horse battery".into())
+            .await
+            .unwrap());
         assert!(!matches(None, "anything at all".into()).await.unwrap());
     }
 }

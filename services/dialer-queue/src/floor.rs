@@ -172,7 +172,10 @@ mod tests {
     #[test]
     fn paris_days_start_at_local_midnight() {
         let winter = paris_midnight(NaiveDate::from_ymd_opt(2026, 11, 30).unwrap());
-        assert_eq!(winter, Utc.with_ymd_and_hms(2026, 11, 29, 23, 0, 0).unwrap());
+        assert_eq!(
+            winter,
+            Utc.with_ymd_and_hms(2026, 11, 29, 23, 0, 0).unwrap()
+        );
         let summer = paris_midnight(NaiveDate::from_ymd_opt(2026, 7, 1).unwrap());
         assert_eq!(summer, Utc.with_ymd_and_hms(2026, 6, 30, 22, 0, 0).unwrap());
     }
