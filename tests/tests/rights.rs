@@ -755,3 +755,88 @@ async fn services_purge_on_their_own_schedule() -> Result<()> {
     system.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_corrected_identifier_of_a_person_who_opted_out_withdraws_the_call() -> Result<()> {
+    let system = System::start().await?;
+    let campaign = system
+        .active_campaign("751", Theme::FluVaccination, &[])
+        .await?;
+    // Person 31 refused phone calls; the fund sent person 32's contact under a wrong NIR.
+    push_consent(&system, "751", "rk-optout", 31, Channel::Phone).await?;
+    let consent = db(&system, "consent").await?;
+    count_is(
+        &consent,
+        "SELECT count(*) FROM register WHERE $1::uuid IS NOT NULL",
+        &campaign,
+        1,
+        "the opt-out",
+    )
+    .await?;
+    system
+        .submit("751", &campaign, "rk-1", vec![people::flu(32)])
+        .await?;
+    let dialer = db(&system, "dialer-queue").await?;
+    count_is(
+        &dialer,
+        "SELECT count(*) FROM queue WHERE campaign_id = $1",
+        &campaign,
+        1,
+        "the call queued",
+    )
+    .await?;
+
+    let mut rights = system
+        .rights_api(system.token(Role::Fund, Some("751"), None))
+        .await?;
+    let answer = rights
+        .rectify_person_data(RectifyRequest {
+            fund_code: "751".into(),
+            person: nir(32),
+            campaign_id: campaign.clone(),
+            fields: HashMap::from([("nir".to_string(), nir_of(31))]),
+            reason: "NIR corrigé".into(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(answer.contacts[0].fields_changed, vec!["nir"]);
+    let contact_id = answer.contacts[0].contact_id.clone();
+    // The register follows the person: the contact is withdrawn as suppressed by consent.
+    let scheduler = db(&system, "scheduler").await?;
+    count_is(&scheduler, "SELECT count(*) FROM plans WHERE contact_id = $1 AND status = 'closed' AND final_status = 'suppressed_by_consent'", &contact_id, 1, "the plan closed").await?;
+    count_is(
+        &dialer,
+        "SELECT count(*) FROM queue WHERE campaign_id = $1",
+        &campaign,
+        0,
+        "the queued call withdrawn",
+    )
+    .await?;
+    let results = db(&system, "results").await?;
+    count_is(
+        &results,
+        "SELECT count(*) FROM results WHERE contact_id = $1 AND final_status = 5",
+        &contact_id,
+        1,
+        "the fund's result",
+    )
+    .await?;
+    // The decision and the plan carry the new person key, the register's.
+    let (register_key,): (String,) = sqlx::query_as("SELECT person_key FROM register")
+        .fetch_one(&consent)
+        .await?;
+    let (decision_key,): (String,) =
+        sqlx::query_as("SELECT person_key FROM decisions WHERE contact_id = $1")
+            .bind(uuid_or_text(&contact_id))
+            .fetch_one(&consent)
+            .await?;
+    assert_eq!(decision_key, register_key);
+    let (plan_key,): (String,) =
+        sqlx::query_as("SELECT person_key FROM plans WHERE contact_id = $1")
+            .bind(uuid_or_text(&contact_id))
+            .fetch_one(&scheduler)
+            .await?;
+    assert_eq!(plan_key, register_key);
+    system.stop().await;
+    Ok(())
+}

@@ -3,8 +3,9 @@
 //! retention purge (decisions with their campaign; register entries by their own age).
 
 use chrono::{DateTime, Utc};
-use cnmas_bus::{BatchHandler, HandlerError, Incoming, Outbox, Verdict};
-use cnmas_proto::rights::{ContactRectified, DataItem};
+use cnmas_bus::{subjects, BatchHandler, HandlerError, Incoming, Outbox, Verdict};
+use cnmas_proto::rights::{ContactRectified, ContactRekeyed, DataItem};
+use cnmas_proto::support::{derived_id, envelope};
 use cnmas_runtime::rights::{item, ExpiredCampaign, PersonData, Purged, Retention};
 use prost::Message;
 use serde_json::json;
@@ -144,14 +145,20 @@ impl PersonData for ConsentData {
 /// register entries of the old key are copied to the new one where it has none — an opt-out
 /// the person gave stays in force whatever identifier the fund corrects to. The old key keeps
 /// its entries (they may be another person's, whose identifier the fund had sent by mistake).
+/// `ContactRekeyed` then tells the scheduler, after the contact's `ContactCleared` on the same
+/// stream, whether the new key refuses phone calls.
 pub struct Rectifications;
+
+/// Deliveries of a `ContactRectified` that arrived before its contact was screened (another
+/// consumer), before it is let go (the contact was never screened: nothing to follow).
+const SCREENING_WAIT_DELIVERIES: i64 = 4;
 
 impl BatchHandler for Rectifications {
     async fn handle(
         &self,
         tx: &mut PgConnection,
         batch: &[Incoming],
-        _outbox: &mut Outbox,
+        outbox: &mut Outbox,
     ) -> Result<Vec<Verdict>, HandlerError> {
         let mut verdicts = Vec::with_capacity(batch.len());
         for m in batch {
@@ -159,18 +166,30 @@ impl BatchHandler for Rectifications {
                 verdicts.push(Verdict::DeadLetter("undecodable ContactRectified".into()));
                 continue;
             };
-            verdicts.push(Verdict::Done);
             let (Ok(contact_id), false) = (
                 Uuid::parse_str(&e.contact_id),
                 e.previous_person_key.is_empty() || e.person_key.is_empty(),
             ) else {
+                verdicts.push(Verdict::Done);
                 continue;
             };
-            sqlx::query("UPDATE decisions SET person_key = $2 WHERE contact_id = $1")
-                .bind(contact_id)
-                .bind(&e.person_key)
-                .execute(&mut *tx)
-                .await?;
+            let Some(decision) = sqlx::query(
+                "UPDATE decisions SET person_key = $2 WHERE contact_id = $1
+                 RETURNING theme, decision",
+            )
+            .bind(contact_id)
+            .bind(&e.person_key)
+            .fetch_optional(&mut *tx)
+            .await?
+            else {
+                verdicts.push(if m.delivered < SCREENING_WAIT_DELIVERIES {
+                    Verdict::Retry(std::time::Duration::from_millis(500))
+                } else {
+                    Verdict::Done
+                });
+                continue;
+            };
+            verdicts.push(Verdict::Done);
             let copied = sqlx::query(
                 "INSERT INTO register (person_key, channel, scope, opted_out, source, fund_code,
                      evidence, changed_at)
@@ -200,6 +219,37 @@ impl BatchHandler for Rectifications {
                 .execute(&mut *tx)
                 .await?;
             }
+            // A suppressed contact has no plan: only a cleared one is followed by the scheduler.
+            if decision.get::<String, _>("decision") != "cleared" {
+                continue;
+            }
+            let phone_opted_out: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM register WHERE person_key = $1 AND channel = 'phone'
+                     AND opted_out AND scope IN ('*', $2))",
+            )
+            .bind(&e.person_key)
+            .bind(decision.get::<String, _>("theme"))
+            .fetch_one(&mut *tx)
+            .await?;
+            let env = e.envelope.clone().unwrap_or_default();
+            let event_id = derived_id(&["contact_rekeyed", &m.event_id]);
+            outbox.push(
+                subjects::event(crate::SERVICE, "contact_rekeyed"),
+                &event_id,
+                &ContactRekeyed {
+                    envelope: Some(envelope(
+                        event_id.clone(),
+                        &env.fund_code,
+                        &env.campaign_id,
+                        &m.event_id,
+                        Utc::now(),
+                    )),
+                    contact_id: e.contact_id.clone(),
+                    person_key: e.person_key.clone(),
+                    previous_person_key: e.previous_person_key.clone(),
+                    phone_opted_out,
+                },
+            );
         }
         Ok(verdicts)
     }

@@ -51,6 +51,8 @@ enum Event {
     Returned(CallReturned),
     Consent(ConsentChanged),
     Staffing(CampaignStaffing),
+    /// A corrected identifier, followed by consent (rights).
+    Rekeyed(cnmas_proto::rights::ContactRekeyed),
     Ignored,
 }
 
@@ -62,6 +64,9 @@ fn decode(m: &Incoming) -> Result<Event, prost::DecodeError> {
         "call_returned" => Event::Returned(CallReturned::decode(m.payload.clone())?),
         "consent_changed" => Event::Consent(ConsentChanged::decode(m.payload.clone())?),
         "campaign_staffing" => Event::Staffing(CampaignStaffing::decode(m.payload.clone())?),
+        "contact_rekeyed" => Event::Rekeyed(cnmas_proto::rights::ContactRekeyed::decode(
+            m.payload.clone(),
+        )?),
         _ => Event::Ignored,
     })
 }
@@ -99,6 +104,7 @@ impl BatchHandler for Planner {
                 Event::Attempt(a) => contact_ids.extend(parse_uuid(&a.contact_id)),
                 Event::Returned(r) => contact_ids.extend(parse_uuid(&r.contact_id)),
                 Event::Consent(c) => person_keys.push(c.person_key.clone()),
+                Event::Rekeyed(r) => contact_ids.extend(parse_uuid(&r.contact_id)),
                 _ => {}
             }
         }
@@ -207,6 +213,25 @@ impl BatchHandler for Planner {
                             );
                         }
                     }
+                }
+                Event::Rekeyed(r) => {
+                    let Some(plan) = parse_uuid(&r.contact_id).and_then(|id| plans.get_mut(&id))
+                    else {
+                        continue;
+                    };
+                    // Later consent changes of this batch must match the new key.
+                    plan.person_key = r.person_key.clone();
+                    if r.phone_opted_out && plan.status != "closed" {
+                        let cause = r.envelope.as_ref().map(|e| e.event_id.clone());
+                        close(
+                            plan,
+                            FinalStatus::SuppressedByConsent,
+                            "consent.opted_out",
+                            outbox,
+                            cause.as_deref().unwrap_or_default(),
+                        );
+                    }
+                    crate::rights::rekey(tx, plan.contact_id, &r.person_key).await?;
                 }
                 Event::Cleared(_) | Event::Staffing(_) | Event::Ignored => {}
             }

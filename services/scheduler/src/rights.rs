@@ -259,3 +259,18 @@ pub(crate) async fn apply_rectifications(
     .await?;
     Ok(())
 }
+
+/// The plan of a contact whose identifier was corrected takes the new person key (consent's
+/// `ContactRekeyed`, applied by the planner in order with the contact's other consent events).
+pub(crate) async fn rekey(
+    tx: &mut PgConnection,
+    contact_id: Uuid,
+    person_key: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE plans SET person_key = $2, updated_at = now() WHERE contact_id = $1")
+        .bind(contact_id)
+        .bind(person_key)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
