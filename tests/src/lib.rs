@@ -467,18 +467,6 @@ impl System {
     }
 }
 
-/// Asks for the next call: `None` when nothing is due.
-pub async fn next_call(agent: &mut AgentServiceClient<Authed>) -> Result<Option<LeasedCall>> {
-    let r = agent.next_call(NextCallRequest {}).await?.into_inner();
-    Ok(match r.result {
-        Some(next_call_response::Result::Call(c)) => Some(c),
-        _ => None,
-    })
-}
-
-/// Waits (up to a minute) until a call is due for the agent and leases it.
-pub async fn lease(agent: &mut AgentServiceClient<Authed>) -> Result<LeasedCall> {
-    eventually(Duration::from_secs(60), "a due call", || {
 /// The web console started against a [`System`]'s APIs.
 pub struct ConsoleHandle {
     /// `http://127.0.0.1:<port>`
@@ -523,6 +511,18 @@ impl System {
     }
 }
 
+/// Asks for the next call: `None` when nothing is due.
+pub async fn next_call(agent: &mut AgentServiceClient<Authed>) -> Result<Option<LeasedCall>> {
+    let r = agent.next_call(NextCallRequest {}).await?.into_inner();
+    Ok(match r.result {
+        Some(next_call_response::Result::Call(c)) => Some(c),
+        _ => None,
+    })
+}
+
+/// Waits (up to a minute) until a call is due for the agent and leases it.
+pub async fn lease(agent: &mut AgentServiceClient<Authed>) -> Result<LeasedCall> {
+    eventually(Duration::from_secs(60), "a due call", || {
         let mut a = agent.clone();
         async move { next_call(&mut a).await }
     })
