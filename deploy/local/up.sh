@@ -38,7 +38,7 @@ for arg in "$@"; do
     --no-build) BUILD=0 ;;
     --no-demo) DEMO=0 ;;
     -h | --help)
-        sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *) die "unknown argument: $arg (see --help)" ;;
