@@ -324,9 +324,25 @@ async fn sign_in_sessions_csrf_and_lockout() -> Result<()> {
     assert!(screen.body.contains("En pause"));
     assert!(screen.body.contains("Formation"));
 
-    // Agents have no supervisor screen.
+    // Agents have no supervisor screen, and cannot pause a campaign through the console.
     let sup = web.get("/supervision").await?;
     assert_eq!(sup.status, StatusCode::FORBIDDEN);
+    let steer = web
+        .post(
+            &format!("/supervision/campagnes/{campaign}/pause"),
+            &[("csrf", &csrf), ("motif", "essai")],
+        )
+        .await?;
+    assert_eq!(steer.status, StatusCode::FORBIDDEN);
+    let still = sys
+        .campaigns(sys.token(Role::Supervisor, None, None))
+        .await?
+        .get_campaign(GetCampaignRequest {
+            campaign_id: campaign.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(still.state, CampaignState::Active as i32);
 
     // Signing out ends the session.
     let out = web.post("/deconnexion", &[("csrf", &csrf)]).await?;
@@ -515,6 +531,36 @@ async fn ameli_code_reveal_is_audited_and_confined_to_the_lease_holder() -> Resu
     let after = web_a.get("/agent").await?;
     assert!(after.body.contains("Issue enregistrée"));
     assert!(after.body.contains("Post-appel"));
+    // The supervisors' floor counts it: one attempt today, an interview, the agent in wrap-up.
+    let floor = admin(&sys)
+        .await?
+        .get_campaign_floor(GetCampaignFloorRequest {
+            campaign_id: ameli_campaign.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(floor.attempts_today, 1);
+    assert_eq!(
+        floor.outcomes_today,
+        vec![cnmas_proto::dialer::OutcomeCount {
+            outcome: cnmas_proto::common::AttemptOutcome::InterviewHeld as i32,
+            count: 1
+        }]
+    );
+    assert_eq!(floor.contact_rate_today, 1.0);
+    assert_eq!(floor.leased, 0);
+    assert_eq!(floor.last_days.len(), 7);
+    assert_eq!(
+        floor.last_days.last().map(|d| (d.attempts, d.reached)),
+        Some((1, 1))
+    );
+    assert_eq!(
+        floor.agents_by_state,
+        vec![cnmas_proto::dialer::AgentStateCount {
+            state: cnmas_proto::dialer::AgentState::WrapUp as i32,
+            count: 1
+        }]
+    );
     // The lease is gone: revealing again is refused.
     let late = a
         .reveal_card_field(RevealCardFieldRequest {
@@ -830,7 +876,11 @@ async fn full_call_in_headless_chromium() -> Result<()> {
         c.find(Locator::Id("bouton-pause")).await?.click().await?;
         wait_text(&c, "#statut", "Campagne mise en pause", false).await?;
         wait_text(&c, "#etat-campagne", "En pause", false).await?;
-        ensure!(c.find(Locator::Id("bouton-reprise")).await.is_ok());
+        c.find(Locator::Id("bouton-reprise")).await?.click().await?;
+        wait_text(&c, "#statut", "Campagne reprise", false).await?;
+        wait_text(&c, "#etat-campagne", "Active", false).await?;
+        c.find(Locator::Id("bouton-pause")).await?.click().await?;
+        wait_text(&c, "#etat-campagne", "En pause", false).await?;
         Ok::<_, anyhow::Error>(())
     }
     .await;
