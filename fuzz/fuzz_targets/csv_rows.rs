@@ -30,7 +30,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let all = rows(&rest, rest.len() + 1, header.delimiter, limits, header.end);
-    assert_eq!(all, rows(&rest, chunk, header.delimiter, limits, header.end));
+    assert_eq!(
+        all,
+        rows(&rest, chunk, header.delimiter, limits, header.end)
+    );
     let mut last = header.end;
     for r in &all {
         assert!(r.end >= last && r.end <= file.len() as u64);

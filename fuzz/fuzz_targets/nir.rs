@@ -16,7 +16,10 @@ fuzz_target!(|data: &[u8]| {
         // The body alone (13 characters) is the same person; its form with the key parses too.
         let body = Nir::parse(nir.body()).expect("the body of a NIR parses");
         assert_eq!(body.body(), nir.body());
-        assert_eq!(Nir::parse(&body.with_key()).map(|n| n.body().to_string()), Ok(nir.body().to_string()));
+        assert_eq!(
+            Nir::parse(&body.with_key()).map(|n| n.body().to_string()),
+            Ok(nir.body().to_string())
+        );
         assert!(matches!(nir.as_str().len(), 13 | 15));
     }
 });

@@ -13,7 +13,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(rest) else {
         return;
     };
-    let home = Territory::ALL.get(selector as usize % (Territory::ALL.len() + 1)).copied();
+    let home = Territory::ALL
+        .get(selector as usize % (Territory::ALL.len() + 1))
+        .copied();
     if let Ok(phone) = FrenchPhone::parse(text, home) {
         let again = FrenchPhone::parse(phone.e164(), home).expect("its own E.164 parses");
         assert_eq!(again.e164(), phone.e164());
