@@ -148,6 +148,11 @@ impl Browserless {
     }
 
     async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Result<Page> {
+        self.post_with(path, form, false).await
+    }
+
+    /// A POST as the page's script sends it (`X-Console-Fetch`: answered in JSON).
+    async fn post_with(&mut self, path: &str, form: &[(&str, &str)], fetch: bool) -> Result<Page> {
         let body = form
             .iter()
             .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
@@ -157,6 +162,9 @@ impl Browserless {
             Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
         if let Some(c) = &self.cookie {
             req = req.header(header::COOKIE, c);
+        }
+        if fetch {
+            req = req.header("x-console-fetch", "1");
         }
         self.send(req.body(Body::from(body))?).await
     }
@@ -493,6 +501,30 @@ async fn ameli_code_reveal_is_audited_and_confined_to_the_lease_holder() -> Resu
         .into_inner()
         .views;
     assert!(by_b.is_empty(), "{by_b:?}");
+
+    // The open card renews its lease (the page's script), and only its own.
+    let renewed = web_a
+        .post_with(
+            "/agent/renouveler",
+            &[("csrf", &csrf), ("lease_id", &lease_id)],
+            true,
+        )
+        .await?;
+    let answer: serde_json::Value = serde_json::from_str(&renewed.body)?;
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert!(answer["message"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("Appel réservé jusqu'à"));
+    let foreign = web_b
+        .post_with(
+            "/agent/renouveler",
+            &[("csrf", &csrf_b), ("lease_id", &lease_id)],
+            true,
+        )
+        .await?;
+    let answer: serde_json::Value = serde_json::from_str(&foreign.body)?;
+    assert_eq!(answer["ok"], false, "{answer}");
 
     // An invalid outcome is shown next to its field; a valid one is recorded.
     let bad = web_a
