@@ -70,7 +70,17 @@ pub fn friendly(e: &Status) -> String {
             "Enregistrez d'abord l'issue de votre appel en cours.".into()
         }
         tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument => {
-            format!("Demande refusée : {}", e.message())
+            // The services word refusals as "field: rule: message" (in English): the agent
+            // gets the rule's code, which support staff can look up, in a French sentence.
+            match e.message().split(": ").nth(1) {
+                Some("pause.reason") => {
+                    "Le motif de la pause doit compter 1 à 100 caractères.".into()
+                }
+                Some(rule) if !rule.is_empty() && !rule.contains(' ') => {
+                    format!("Demande refusée par le service (règle {rule}).")
+                }
+                _ => "Demande refusée par le service.".into(),
+            }
         }
         tonic::Code::Unauthenticated => {
             "Votre session n'est plus valide : reconnectez-vous.".into()
@@ -314,4 +324,24 @@ pub async fn readyz(State(c): State<Arc<Console>>) -> (StatusCode, String) {
         status,
         format!("{{\"service\":\"console\",\"dialer\":{reachable}}}"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_worded_in_french_with_their_rule() {
+        let pause = Status::invalid_argument("pause_reason: pause.reason: a pause needs a reason");
+        assert!(friendly(&pause).starts_with("Le motif de la pause"));
+        let other = Status::failed_precondition("state: campaign.transition: cannot resume");
+        assert_eq!(
+            friendly(&other),
+            "Demande refusée par le service (règle campaign.transition)."
+        );
+        let lost =
+            Status::failed_precondition("lease_id: lease.lost: this call is no longer yours");
+        assert!(friendly(&lost).contains("plus réservé"));
+        assert!(friendly(&Status::unavailable("x")).contains("indisponible"));
+    }
 }
