@@ -240,6 +240,22 @@ async fn subject_access_returns_everything_every_service_holds_for_the_funds_own
         .into_inner();
     let all: Value = serde_json::from_str(&all.json)?;
     assert_eq!(all["contacts"].as_array().map(Vec::len), Some(2));
+    // The services' own PersonDataService answers services (intake) and admins only: a fund
+    // cannot go around intake's scoping.
+    for service in ["consent", "results"] {
+        let mut direct = system
+            .person_data_api(service, system.token(Role::Fund, Some("751"), None))
+            .await?;
+        let e = direct
+            .export_person_data(cnmas_proto::rights::ExportPersonDataRequest {
+                person_key: "any".into(),
+                contact_ids: vec![],
+                fund_code: "751".into(),
+            })
+            .await
+            .expect_err("a fund token on a service's PersonDataService");
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{service}");
+    }
     // A malformed identifier is refused with its field and rule.
     let bad = rights
         .export_person_data(SubjectAccessRequest {
