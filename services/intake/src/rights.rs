@@ -221,26 +221,20 @@ impl PersonData for IntakeData {
             });
         }
         // The per-row rejection reports of the campaign's file imports (fund references).
-        let has_imports: bool =
-            sqlx::query_scalar("SELECT to_regclass('import_rejections') IS NOT NULL")
-                .fetch_one(&mut *tx)
-                .await?;
-        if has_imports {
-            let rows = sqlx::query(
-                "DELETE FROM import_rejections r USING imports i
-                 WHERE i.fund_code = r.fund_code AND i.import_id = r.import_id
-                   AND i.campaign_id = $1",
-            )
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            out.push(Purged {
-                campaign_id: Some(id),
-                table: "import_rejections",
-                rows,
-            });
-        }
+        let rows = sqlx::query(
+            "DELETE FROM import_rejections r USING imports i
+             WHERE i.fund_code = r.fund_code AND i.import_id = r.import_id
+               AND i.campaign_id = $1",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        out.push(Purged {
+            campaign_id: Some(id),
+            table: "import_rejections",
+            rows,
+        });
         Ok(out)
     }
 }
