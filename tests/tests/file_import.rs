@@ -333,29 +333,46 @@ async fn an_interrupted_upload_resumes_and_the_same_file_twice_creates_nothing()
     assert_eq!(progress.state, ImportState::Receiving as i32);
     upload_task.abort();
     drop(tx);
-    // A row is complete once its line end arrived: every one of those is kept.
-    let complete_rows = data[..half].iter().filter(|&&b| b == b'\r').count() as u64 - 1;
-    let after_drop = eventually(WAIT, "the rows before the drop", || {
-        let mut api = api.clone();
-        async move {
-            let s = api
-                .get_import(GetImportRequest {
-                    import_id: "resumable".into(),
-                })
-                .await?
-                .into_inner();
-            Ok((s.rows_read == complete_rows).then_some(s))
-        }
-    })
-    .await?;
-    assert!(after_drop.next_offset > 0 && after_drop.next_offset < data.len() as u64);
-    assert_eq!(
-        contacts_in(&pool, &campaign).await?,
-        after_drop.rows_accepted as i64
-    );
 
-    // 2. A chunk past the committed offset is refused: there would be a hole.
-    let gap = after_drop.next_offset as usize + 10;
+    // 2. The client resumes from the committed offset and its stream ends early again: every
+    //    complete row it sent is kept. (The dropped upload may still commit its last rows
+    //    meanwhile; the resumption then finds the import moved on, ABORTED, and asks again,
+    //    as cnmasctl does.)
+    let cut = data.len() - 40;
+    let mut attempts = 0;
+    let s = loop {
+        attempts += 1;
+        let at = api
+            .get_import(GetImportRequest {
+                import_id: "resumable".into(),
+            })
+            .await?
+            .into_inner();
+        assert!(at.rows_read >= progress.rows_read);
+        let sent = api
+            .upload_file(futures::stream::iter(messages(
+                st.clone(),
+                &data,
+                at.next_offset as usize,
+                cut,
+                64,
+            )))
+            .await;
+        match sent {
+            Ok(s) => break s.into_inner(),
+            Err(e) if e.code() == Code::Aborted && attempts < 10 => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    assert_eq!(s.state, ImportState::Receiving as i32);
+    // A row is complete once its line end arrived (a record ends at its CR).
+    let complete_rows = data[..cut].iter().filter(|&&b| b == b'\r').count() as u64 - 1;
+    assert_eq!(s.rows_read, complete_rows);
+    assert!(s.next_offset < cut as u64);
+    assert_eq!(contacts_in(&pool, &campaign).await?, s.rows_accepted as i64);
+
+    // 3. A chunk past the committed offset is refused: there would be a hole.
+    let gap = s.next_offset as usize + 10;
     let e = api
         .upload_file(futures::stream::iter(messages(
             st.clone(),
@@ -368,20 +385,7 @@ async fn an_interrupted_upload_resumes_and_the_same_file_twice_creates_nothing()
         .unwrap_err();
     assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
 
-    // 3. Resuming with the stream ending early again, then from an earlier offset (the bytes
-    //    already committed are skipped), up to the end.
-    let s = api
-        .upload_file(futures::stream::iter(messages(
-            st.clone(),
-            &data,
-            after_drop.next_offset as usize,
-            data.len() - 40,
-            64,
-        )))
-        .await?
-        .into_inner();
-    assert_eq!(s.state, ImportState::Receiving as i32);
-    assert!(s.next_offset > after_drop.next_offset);
+    // 4. From the start again: the bytes already committed are skipped, up to the end.
     let s = upload(&mut api, st.clone(), &data, 100).await?;
     assert_eq!(s.state, ImportState::Completed as i32);
     assert_eq!(
@@ -396,7 +400,7 @@ async fn an_interrupted_upload_resumes_and_the_same_file_twice_creates_nothing()
     assert_eq!(contacts_in(&pool, &campaign).await?, 30);
     assert_eq!(report(&mut api, "resumable").await?.len(), 5);
 
-    // 4. The same file again: the finished import answers, nothing is read or created.
+    // 5. The same file again: the finished import answers, nothing is read or created.
     let again = upload(&mut api, st.clone(), &data, 100).await?;
     assert_eq!(again.rows_read, 35);
     assert_eq!(again.updated_at, s.updated_at);
@@ -732,6 +736,26 @@ async fn the_ameli_code_is_erased_when_the_campaign_ends() -> Result<()> {
         .expect("the code on the card");
     assert!(field.masked);
 
+    // An upload left half-way before the campaign ends cannot be finished after.
+    let mut partial = String::from("nir;last_name;first_name;phone;ameli_provisional_code\n");
+    for i in 310..320 {
+        let (nir, phone, _) = person(i);
+        partial += &format!("{nir};Martin;Camille;{phone};CODE{i}X\n");
+    }
+    let partial_start = start("partial", &campaign, partial.as_bytes(), FileEncoding::Utf8);
+    let half = partial.len() / 2;
+    let s = api
+        .upload_file(futures::stream::iter(messages(
+            partial_start.clone(),
+            partial.as_bytes(),
+            0,
+            half,
+            40,
+        )))
+        .await?
+        .into_inner();
+    assert_eq!(s.state, ImportState::Receiving as i32);
+
     system
         .campaigns(system.token(Role::Fund, Some(FUND), None))
         .await?
@@ -759,7 +783,8 @@ async fn the_ameli_code_is_erased_when_the_campaign_ends() -> Result<()> {
         }
     })
     .await?;
-    assert_eq!(erased, (3, "cancelled".to_string()));
+    let stored = contacts_in(&pool, &campaign).await?;
+    assert_eq!(erased, (stored, "cancelled".to_string()));
     for id in &ids {
         let fields = sealed_fields(&pool, *id).await?;
         assert_eq!(code_of(&fields), None);
@@ -781,6 +806,20 @@ async fn the_ameli_code_is_erased_when_the_campaign_ends() -> Result<()> {
         .expect("the card says what became of the code");
     assert_eq!(field.value, "effacé à la fin de la campagne");
     assert!(!field.masked);
+    let e = upload(&mut api, partial_start, partial.as_bytes(), 40)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let s = api
+        .get_import(GetImportRequest {
+            import_id: "partial".into(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        (s.state, s.failure_rule.as_str()),
+        (ImportState::Failed as i32, "campaign.closed")
+    );
     // A closed campaign takes no new file.
     let e = upload(
         &mut api,

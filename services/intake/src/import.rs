@@ -309,6 +309,21 @@ impl FileImportApi {
                  ask GetImport and resume from its next_offset",
             ));
         }
+        // A campaign that ended meanwhile takes no more rows (its AMELI codes are being erased).
+        let campaign_state: Option<String> =
+            sqlx::query_scalar("SELECT state FROM campaigns WHERE campaign_id = $1")
+                .bind(import.campaign_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(internal)?;
+        if matches!(campaign_state.as_deref(), Some("completed" | "cancelled")) {
+            drop(tx);
+            let message = "the campaign is over: the rows after the committed offset were not read";
+            self.fail(import, "campaign.closed", message).await?;
+            return Err(Status::failed_precondition(format!(
+                "campaign_id: campaign.closed: {message}"
+            )));
+        }
         let fund_territory = state
             .funds
             .lookup(&import.fund_code)
