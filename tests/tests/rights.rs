@@ -856,3 +856,94 @@ async fn a_corrected_identifier_of_a_person_who_opted_out_withdraws_the_call() -
     system.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_erased_ameli_code_stays_erased_through_rectification_and_export() -> Result<()> {
+    use cnmas_proto::intake::{contact_submission::ThemeFields, AmeliActivationFields};
+    let system = System::start().await?;
+    let campaign = system
+        .active_campaign("751", Theme::AmeliActivation, &[])
+        .await?;
+    let mut contact = people::flu(41);
+    contact.theme_fields = Some(ThemeFields::AmeliActivation(AmeliActivationFields {
+        provisional_code: "AB12CD34".into(),
+    }));
+    system
+        .submit("751", &campaign, "am-1", vec![contact])
+        .await?;
+    let intake = db(&system, "intake").await?;
+    count_is(
+        &intake,
+        "SELECT count(*) FROM contacts WHERE campaign_id = $1",
+        &campaign,
+        1,
+        "the contact",
+    )
+    .await?;
+    let mut rights = system
+        .rights_api(system.token(Role::Fund, Some("751"), None))
+        .await?;
+    // While the campaign runs, the export shows the code exists, never its value.
+    let export = rights
+        .export_person_data(SubjectAccessRequest {
+            fund_code: "751".into(),
+            person: nir(41),
+        })
+        .await?
+        .into_inner();
+    assert!(!export.json.contains("AB12CD34"));
+    assert!(export.json.contains("ameli_provisional_code"));
+    // The campaign ends: the code is erased; the rest of the contact can still be corrected.
+    system
+        .campaigns(system.token(Role::Fund, Some("751"), None))
+        .await?
+        .cancel_campaign(CampaignTransitionRequest {
+            campaign_id: campaign.clone(),
+            reason: "end".into(),
+        })
+        .await?;
+    count_is(
+        &intake,
+        "SELECT count(*) FROM contacts WHERE campaign_id = $1 AND ameli_code_erased_at IS NOT NULL",
+        &campaign,
+        1,
+        "the code erased",
+    )
+    .await?;
+    let rectify = |field: &str, value: &str| RectifyRequest {
+        fund_code: "751".into(),
+        person: nir(41),
+        campaign_id: String::new(),
+        fields: HashMap::from([(field.to_string(), value.to_string())]),
+        reason: String::new(),
+    };
+    let answer = rights
+        .rectify_person_data(rectify("email", "camille@example.fr"))
+        .await?
+        .into_inner();
+    assert_eq!(answer.contacts[0].fields_changed, vec!["email"]);
+    let e = rights
+        .rectify_person_data(rectify("ameli_provisional_code", "ZZ99"))
+        .await
+        .expect_err("an erased credential");
+    assert!(
+        e.message()
+            .contains("fields.ameli_provisional_code: rectification.credential_erased"),
+        "{}",
+        e.message()
+    );
+    let export = rights
+        .export_person_data(SubjectAccessRequest {
+            fund_code: "751".into(),
+            person: nir(41),
+        })
+        .await?
+        .into_inner();
+    assert!(export.json.contains("camille@example.fr"));
+    assert!(
+        !export.json.contains("ameli_provisional_code"),
+        "the code came back"
+    );
+    system.stop().await;
+    Ok(())
+}

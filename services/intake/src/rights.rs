@@ -603,7 +603,8 @@ impl RightsService for RightsApi {
         let mut tx = self.state.base.pool.begin().await.map_err(internal)?;
         let rows = sqlx::query(
             "SELECT contact_id, campaign_id, submission_ref, theme, territory, department,
-                    priority_key, key_id, nonce, sealed
+                    priority_key, key_id, nonce, sealed,
+                    ameli_code_erased_at IS NOT NULL AS code_erased
              FROM contacts WHERE person_key = $1 AND fund_code = $2
                AND ($3::uuid IS NULL OR campaign_id = $3)
              ORDER BY created_at FOR UPDATE",
@@ -642,6 +643,17 @@ impl RightsService for RightsApi {
                 reasons.extend(not_allowed);
                 continue;
             }
+            // The provisional AMELI code is erased when its campaign ends; it is not brought back.
+            let code_erased: bool = row.get("code_erased");
+            let ameli = Field::AmeliProvisionalCode;
+            if code_erased && changes.iter().any(|(f, _)| *f == ameli) {
+                reasons.push(reason(
+                    "fields.ameli_provisional_code",
+                    "rectification.credential_erased",
+                    "the provisional code was erased when its campaign ended",
+                ));
+                continue;
+            }
             let old = open_fields(&self.state.vault, contact_id, &row).map_err(internal)?;
             let mut new = old.clone();
             for (f, v) in &changes {
@@ -676,8 +688,13 @@ impl RightsService for RightsApi {
                 continue;
             }
             let submission_ref: String = row.get("submission_ref");
+            // An erased code stays erased: the rules, which require it, see a stand-in.
+            let mut checked = new.clone();
+            if code_erased {
+                checked.insert(ameli.code().to_string(), "ERASED".into());
+            }
             let valid = match submission::validate(
-                &to_submission(&submission_ref, theme, &new),
+                &to_submission(&submission_ref, theme, &checked),
                 theme,
                 fund_territory,
                 today,
@@ -691,6 +708,7 @@ impl RightsService for RightsApi {
             let stored: BTreeMap<String, String> = valid
                 .fields
                 .iter()
+                .filter(|(k, _)| !(code_erased && **k == ameli))
                 .map(|(k, v)| (k.code().to_string(), v.clone()))
                 .collect();
             let fields_changed: Vec<String> = {
