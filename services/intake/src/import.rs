@@ -928,3 +928,50 @@ impl FileImportService for FileImportApi {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn import_ids() {
+        assert!(check_import_id("f67a2f408a387b03902b53de46b8f13f7").is_ok());
+        assert!(check_import_id("lot-2026.11:A_1").is_ok());
+        for bad in ["", "a b", "é", &"x".repeat(101), "a/b"] {
+            let e = check_import_id(bad).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            assert!(e.message().starts_with("import_id: import_id.format"));
+        }
+    }
+
+    #[test]
+    fn derived_references_fit_the_reference_rule() {
+        let import = Import {
+            fund_code: "751".into(),
+            import_id: "x".repeat(100),
+            campaign_id: Uuid::nil(),
+            theme: Theme::FluVaccination,
+            state: "receiving".into(),
+            file_size: 1,
+            sha256: String::new(),
+            encoding: Encoding::Utf8,
+            delimiter: b';',
+            columns: vec![],
+            next_offset: 0,
+            next_row: 2,
+            rows_read: 0,
+        };
+        let prefix = import.ref_prefix();
+        let reference = format!("{prefix}-{}", Limits::default().max_rows + 1);
+        assert!(
+            crate::submission::check_ref(&reference).is_ok(),
+            "{reference}"
+        );
+        // Another fund's import of the same id gets other references.
+        let other = Import {
+            fund_code: "976".into(),
+            ..import
+        };
+        assert_ne!(other.ref_prefix(), prefix);
+    }
+}
