@@ -429,10 +429,7 @@ mod tests {
         assert!(s.csrf_ok(&id, &csrf));
         assert!(!s.csrf_ok(&id, "forged"));
         assert!(!s.csrf_ok("unknown", &csrf));
-        let short = Sessions::new(
-            Duration::ZERO + Duration::from_nanos(1),
-            Duration::from_secs(1),
-        );
+        let short = Sessions::new(Duration::from_nanos(1), Duration::from_secs(1));
         let (id2, csrf2) = short.create(None, AgentView::default()).unwrap();
         std::thread::sleep(Duration::from_millis(5));
         assert!(!short.csrf_ok(&id2, &csrf2));
