@@ -73,6 +73,8 @@ pub struct System {
     slots: HashMap<&'static str, ServiceSlot>,
     /// Addresses are kept across restarts so clients keep working.
     addrs: HashMap<&'static str, (SocketAddr, SocketAddr)>,
+    /// gRPC ports chosen before the services start, held until each service binds its own.
+    reserved: HashMap<&'static str, std::net::TcpListener>,
     lease_seconds: u64,
     /// Intake's file and message limits (tests of the limits shrink them, then restart intake).
     pub intake_limits: cnmas_intake::ImportLimits,
@@ -126,6 +128,7 @@ impl System {
             db_urls,
             slots: HashMap::new(),
             addrs: HashMap::new(),
+            reserved: HashMap::new(),
             lease_seconds,
             intake_limits: cnmas_intake::ImportLimits::default(),
             retention,
@@ -133,8 +136,11 @@ impl System {
         // Every gRPC port is chosen before any service starts: intake calls the others (rights)
         // and the dialer calls intake (call cards).
         for s in SERVICES {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-            system.addrs.insert(s, (port, ([127, 0, 0, 1], 0).into()));
+            let listener = reserve_port()?;
+            system
+                .addrs
+                .insert(s, (listener.local_addr()?, ([127, 0, 0, 1], 0).into()));
+            system.reserved.insert(s, listener);
         }
         // Intake first: the dialer needs its address.
         for s in SERVICES {
@@ -165,6 +171,8 @@ impl System {
     pub async fn start_service(&mut self, service: &'static str) -> Result<()> {
         let shutdown = CancellationToken::new();
         let common = self.common(service);
+        // The service binds the port this test reserved for it.
+        drop(self.reserved.remove(service));
         let running = match service {
             "intake" => {
                 cnmas_intake::start(
@@ -509,6 +517,18 @@ impl System {
             shutdown,
         })
     }
+}
+
+/// A free port below the kernel's ephemeral range (32768–60999 by default), held until its
+/// service starts: no outgoing connection of any test can take it in the meantime.
+fn reserve_port() -> Result<std::net::TcpListener> {
+    for _ in 0..200 {
+        let port = 20_000 + (uuid::Uuid::new_v4().as_u128() % 12_000) as u16;
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return Ok(listener);
+        }
+    }
+    bail!("no free port between 20000 and 32000")
 }
 
 /// Asks for the next call: `None` when nothing is due.
