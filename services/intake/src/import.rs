@@ -695,10 +695,17 @@ impl FileImportService for FileImportApi {
             .filter(|c| !c.is_control())
             .take(255)
             .collect();
-        let declared = match FileEncoding::try_from(start.encoding).unwrap_or_default() {
-            FileEncoding::Unspecified => None,
-            FileEncoding::Utf8 => Some(Encoding::Utf8),
-            FileEncoding::Windows1252 => Some(Encoding::Windows1252),
+        let declared = match FileEncoding::try_from(start.encoding) {
+            Ok(FileEncoding::Unspecified) => None,
+            Ok(FileEncoding::Utf8) => Some(Encoding::Utf8),
+            Ok(FileEncoding::Windows1252) => Some(Encoding::Windows1252),
+            Err(_) => {
+                return Err(invalid(
+                    "encoding",
+                    "encoding.unknown",
+                    "UTF8, WINDOWS_1252, or UNSPECIFIED to detect it",
+                ))
+            }
         };
         let (theme, campaign_state) = self.campaign(&fund, campaign_id).await?;
 
