@@ -172,8 +172,22 @@ pub fn report(r: &CampaignReport) -> Value {
         "attempts": r.attempts,
         "reach_rate": r.reach_rate,
         "acceptance_rate": r.acceptance_rate,
-        "by_final_status": r.by_final_status.iter().map(|s| json!({"final_status": final_status(s.final_status), "count": s.count})).collect::<Vec<_>>(),
+        "attempts_per_contact": r.attempts_per_contact,
+        "by_final_status": status_counts(&r.by_final_status),
+        "by_offer_decision": r.by_offer_decision.iter().map(|o| json!({"offer_decision": offer(o.offer_decision), "count": o.count})).collect::<Vec<_>>(),
+        "by_attempts": r.by_attempts.iter().map(|a| json!({"attempts": a.attempts, "contacts": a.contacts})).collect::<Vec<_>>(),
+        "by_day": r.by_day.iter().map(|d| json!({
+            "date": d.date, "contacts_closed": d.contacts_closed, "attempts": d.attempts,
+            "offers_accepted": d.offers_accepted, "by_final_status": status_counts(&d.by_final_status),
+        })).collect::<Vec<_>>(),
     })
+}
+
+fn status_counts(counts: &[cnmas_proto::results::StatusCount]) -> Vec<Value> {
+    counts
+        .iter()
+        .map(|s| json!({"final_status": final_status(s.final_status), "count": s.count}))
+        .collect()
 }
 
 pub fn follow_up(n: &FollowUpNotice) -> Value {

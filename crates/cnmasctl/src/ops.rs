@@ -655,19 +655,29 @@ pub async fn report(token: &str, a: ReportArgs) -> Result<()> {
     match a.format {
         ReportFormat::Json => print(json::report(&r)),
         ReportFormat::Csv => {
-            println!("campaign_id;fund_code;final_status;count");
-            for s in &r.by_final_status {
-                println!(
-                    "{};{};{};{}",
-                    r.campaign_id,
-                    r.fund_code,
-                    json::final_status(s.final_status),
-                    s.count
-                );
+            // One row per day and final status (the whole campaign as day "total"), for a
+            // spreadsheet's pivot table.
+            println!("campaign_id;fund_code;date;final_status;count");
+            let days = r
+                .by_day
+                .iter()
+                .map(|d| (d.date.as_str(), &d.by_final_status))
+                .chain([("total", &r.by_final_status)]);
+            for (date, counts) in days {
+                for s in counts {
+                    println!(
+                        "{};{};{};{};{}",
+                        r.campaign_id,
+                        r.fund_code,
+                        date,
+                        json::final_status(s.final_status),
+                        s.count
+                    );
+                }
             }
             println!(
-                "# contacts_closed={} attempts={} reach_rate={:.4} acceptance_rate={:.4}",
-                r.contacts_closed, r.attempts, r.reach_rate, r.acceptance_rate
+                "# contacts_closed={} attempts={} attempts_per_contact={:.2} reach_rate={:.4} acceptance_rate={:.4}",
+                r.contacts_closed, r.attempts, r.attempts_per_contact, r.reach_rate, r.acceptance_rate
             );
         }
     }

@@ -1,6 +1,6 @@
 //! French words for the services' codes.
 
-use cnmas_proto::common::{AttemptOutcome, FinalStatus, Theme};
+use cnmas_proto::common::{AttemptOutcome, FinalStatus, OfferDecision, Theme};
 use cnmas_proto::dialer::AgentState;
 use cnmas_proto::scheduler::CampaignState;
 
@@ -39,6 +39,15 @@ pub fn final_status(s: FinalStatus) -> &'static str {
         FinalStatus::RejectedAtIntake => "Rejeté à la réception",
         FinalStatus::CampaignEnded => "Campagne terminée",
         FinalStatus::CampaignCancelled => "Campagne annulée",
+    }
+}
+
+pub fn offer_decision(d: OfferDecision) -> &'static str {
+    match d {
+        OfferDecision::Unspecified => "Sans décision",
+        OfferDecision::Accepted => "Offre acceptée",
+        OfferDecision::Refused => "Offre refusée",
+        OfferDecision::ToThinkAbout => "À réfléchir",
     }
 }
 

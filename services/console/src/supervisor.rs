@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use chrono_tz::Europe::Paris;
-use cnmas_proto::common::{AttemptOutcome, FinalStatus, Theme};
+use cnmas_proto::common::{AttemptOutcome, FinalStatus, OfferDecision, Theme};
 use cnmas_proto::dialer::{AgentState, CampaignFloor};
 use cnmas_proto::results::CampaignReport;
 use cnmas_proto::scheduler::{Campaign, CampaignState};
@@ -178,31 +178,12 @@ fn floor_context(floor: &CampaignFloor, report: Option<&CampaignReport>) -> mini
             .last_days
             .iter()
             .map(|d| {
-                let label = chrono::NaiveDate::parse_from_str(&d.day, "%Y-%m-%d")
-                    .map(|x| x.format("%d/%m").to_string())
-                    .unwrap_or_else(|_| d.day.clone());
+                let label = day_label(&d.day);
                 (format!("{label} (joints : {})", d.reached), d.attempts)
             })
             .collect(),
     );
-    let results = report.map(|r| {
-        chart(
-            "resultats",
-            "Résultats définitifs par statut",
-            r.by_final_status
-                .iter()
-                .map(|s| {
-                    (
-                        labels::final_status(
-                            FinalStatus::try_from(s.final_status).unwrap_or_default(),
-                        )
-                        .to_string(),
-                        s.count,
-                    )
-                })
-                .collect(),
-        )
-    });
+    let report_charts = report.map(report_charts).unwrap_or_default();
     let agents: Vec<_> = floor
         .agents
         .iter()
@@ -226,15 +207,81 @@ fn floor_context(floor: &CampaignFloor, report: Option<&CampaignReport>) -> mini
         at => floor.at.as_ref().and_then(from_timestamp)
             .map(|t| t.with_timezone(&Paris).format("%H:%M:%S").to_string()),
         charts => [Some(agents_by_state), Some(outcomes), Some(days)].into_iter().flatten().collect::<Vec<_>>(),
-        results => results,
+        report_charts => report_charts,
         report => report.map(|r| context! {
             closed => r.contacts_closed,
             attempts => r.attempts,
+            attempts_per_contact => format!("{:.1}", r.attempts_per_contact).replace('.', ","),
             reach_rate => labels::percent(r.reach_rate),
             acceptance_rate => labels::percent(r.acceptance_rate),
         }),
         agents => agents,
     }
+}
+
+/// The results report as charts: final statuses, the decisions on the offer, results per day and
+/// attempts per contact.
+fn report_charts(r: &CampaignReport) -> Vec<Chart> {
+    let by_status = r
+        .by_final_status
+        .iter()
+        .map(|s| {
+            let status = FinalStatus::try_from(s.final_status).unwrap_or_default();
+            (labels::final_status(status).to_string(), s.count)
+        })
+        .collect();
+    let by_offer = r
+        .by_offer_decision
+        .iter()
+        .map(|o| {
+            let decision = OfferDecision::try_from(o.offer_decision).unwrap_or_default();
+            (labels::offer_decision(decision).to_string(), o.count)
+        })
+        .collect();
+    let by_day = r
+        .by_day
+        .iter()
+        .map(|d| {
+            let label = day_label(&d.date);
+            (
+                format!("{label} (offres acceptées : {})", d.offers_accepted),
+                d.contacts_closed,
+            )
+        })
+        .collect();
+    let by_attempts = r
+        .by_attempts
+        .iter()
+        .map(|a| {
+            let label = match a.attempts {
+                0 => "Sans tentative".to_string(),
+                1 => "1 tentative".to_string(),
+                n => format!("{n} tentatives"),
+            };
+            (label, a.contacts)
+        })
+        .collect();
+    vec![
+        chart("resultats", "Résultats définitifs par statut", by_status),
+        chart(
+            "offres",
+            "Décisions sur l'offre (entretiens réalisés)",
+            by_offer,
+        ),
+        chart("resultats-jours", "Résultats définitifs par jour", by_day),
+        chart(
+            "tentatives",
+            "Contacts clos selon le nombre de tentatives",
+            by_attempts,
+        ),
+    ]
+}
+
+/// "2026-11-28" → "28/11".
+fn day_label(day: &str) -> String {
+    chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d")
+        .map(|x| x.format("%d/%m").to_string())
+        .unwrap_or_else(|_| day.to_string())
 }
 
 async fn live_data(
