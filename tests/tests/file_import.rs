@@ -806,6 +806,19 @@ async fn the_ameli_code_is_erased_when_the_campaign_ends() -> Result<()> {
         .expect("the card says what became of the code");
     assert_eq!(field.value, "effacé à la fin de la campagne");
     assert!(!field.masked);
+    // Nor can it be revealed any more.
+    let e = intake
+        .reveal_card_field(cnmas_proto::intake::RevealCardFieldRequest {
+            contact_id: ids[1].to_string(),
+            campaign_id: campaign.clone(),
+            agent_id: "agent-1".into(),
+            lease_id: "lease-1".into(),
+            field: "ameli_provisional_code".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("field.erased"), "{e:?}");
     let e = upload(&mut api, partial_start, partial.as_bytes(), 40)
         .await
         .unwrap_err();

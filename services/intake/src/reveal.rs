@@ -48,8 +48,8 @@ pub(crate) async fn reveal_card_field(
     })?;
     let pool = &state.base.pool;
     let row = sqlx::query(
-        "SELECT theme, key_id, nonce, sealed FROM contacts
-         WHERE contact_id = $1 AND campaign_id = $2",
+        "SELECT theme, key_id, nonce, sealed, ameli_code_erased_at IS NOT NULL AS erased
+         FROM contacts WHERE contact_id = $1 AND campaign_id = $2",
     )
     .bind(contact_id)
     .bind(campaign_id)
@@ -61,6 +61,11 @@ pub(crate) async fn reveal_card_field(
     if !theme.spec().allows(field) {
         return Err(Status::failed_precondition(
             "field: field.not_in_theme: this campaign's cards have no such field",
+        ));
+    }
+    if field == Field::AmeliProvisionalCode && row.get::<bool, _>("erased") {
+        return Err(Status::failed_precondition(
+            "field: field.erased: the provisional code was erased when its campaign ended",
         ));
     }
     let plain = state
