@@ -35,25 +35,7 @@ async fn a_person_who_opted_out_with_the_fund_is_never_called() -> Result<()> {
     // NIR is typed with spaces and without its key.
     let nir = nir_of(4);
     let spaced = format!("{} {} {}", &nir[..1], &nir[1..7], &nir[7..13]);
-    let update = UpdateConsents {
-        envelope: Some(envelope(
-            "optout-1".into(),
-            FUND,
-            "",
-            "optout-1",
-            Utc::now(),
-        )),
-        consents: vec![PersonConsent {
-            identifier: Some(Identifier::Nir(spaced)),
-            change: Some(ConsentChange {
-                channel: Channel::Phone as i32,
-                opted_out: true,
-                all_themes: true,
-            }),
-            theme: 0,
-            evidence: "courrier 2026-11-02".into(),
-        }],
-    };
+    let update = fund_opt_out("optout-1", spaced, "courrier 2026-11-02");
     system
         .publisher
         .publish(&subjects::fund_in(FUND, "consent"), "optout-1", &update)
@@ -108,6 +90,75 @@ async fn a_person_who_opted_out_with_the_fund_is_never_called() -> Result<()> {
         other => panic!("expected the held call, got {other:?}"),
     }
     pool.close().await;
+    system.stop().await;
+    Ok(())
+}
+
+/// The fund's opt-out for a person, as it publishes it on its consent subject.
+fn fund_opt_out(id: &str, nir: String, evidence: &str) -> UpdateConsents {
+    UpdateConsents {
+        envelope: Some(envelope(id.into(), FUND, "", id, Utc::now())),
+        consents: vec![PersonConsent {
+            identifier: Some(Identifier::Nir(nir)),
+            change: Some(ConsentChange {
+                channel: Channel::Phone as i32,
+                opted_out: true,
+                all_themes: true,
+            }),
+            theme: 0,
+            evidence: evidence.into(),
+        }],
+    }
+}
+
+#[tokio::test]
+async fn an_opt_out_from_the_fund_withdraws_a_call_already_queued() -> Result<()> {
+    let system = System::start().await?;
+    let campaign = system
+        .active_campaign(FUND, Theme::FluVaccination, &["agent-1"])
+        .await?;
+    let results = system.fund_consumer(FUND, "result", "fund_751").await?;
+    system
+        .submit(FUND, &campaign, "queued", vec![people::flu(7)])
+        .await?;
+    let dialer = sqlx::PgPool::connect(system.database_url("dialer-queue")).await?;
+    let queued = || {
+        let pool = dialer.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM queue")
+                .fetch_one(&pool)
+                .await?;
+            anyhow::Ok(n)
+        }
+    };
+    eventually(WAIT, "the call queued", || async {
+        Ok((queued().await? == 1).then_some(()))
+    })
+    .await?;
+
+    // The person calls the fund and refuses phone calls; the fund passes it on.
+    system
+        .publisher
+        .publish(
+            &subjects::fund_in(FUND, "consent"),
+            "optout-queued",
+            &fund_opt_out("optout-queued", nir_of(7), "appel de l'assuré à la caisse"),
+        )
+        .await?;
+    let got: Vec<(String, ContactResult)> = take(&results, 1, WAIT).await?;
+    assert_eq!(got[0].1.submission_ref, "ref-7");
+    assert_eq!(
+        got[0].1.final_status,
+        FinalStatus::SuppressedByConsent as i32
+    );
+    assert_eq!(queued().await?, 0, "the queued call was withdrawn");
+    let mut agent = system.agent("agent-1").await?;
+    let next = agent.next_call(NextCallRequest {}).await?.into_inner();
+    assert!(
+        !matches!(next.result, Some(next_call_response::Result::Call(_))),
+        "nobody is called: {next:?}"
+    );
+    dialer.close().await;
     system.stop().await;
     Ok(())
 }
