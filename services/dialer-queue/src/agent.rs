@@ -142,13 +142,6 @@ impl AgentService for AgentApi {
         let row = match held {
             Some(r) => r,
             None => {
-                // Asking for a call makes the agent available (from sign-out, pause or wrap-up).
-                staffing::transition(&mut conn, &agent_id, AgentState::Available, "")
-                    .await
-                    .map_err(internal)?
-                    .ok_or_else(|| {
-                        Status::permission_denied("this agent is not registered in the dialer")
-                    })?;
                 let lease_id = Uuid::new_v4();
                 let mut leased = None;
                 for candidates in [OWN_CALLBACK, BEST_OF_EACH_CAMPAIGN] {
@@ -175,13 +168,24 @@ impl AgentService for AgentApi {
                 match leased {
                     Some(r) => r,
                     None => {
+                        // Asking for a call makes the agent available (from sign-out, pause or
+                        // wrap-up). With a call, the agent goes straight to "on call" below:
+                        // one state change per lease, not an instant of "available" before it.
+                        staffing::transition(&mut conn, &agent_id, AgentState::Available, "")
+                            .await
+                            .map_err(internal)?
+                            .ok_or_else(|| {
+                                Status::permission_denied(
+                                    "this agent is not registered in the dialer",
+                                )
+                            })?;
                         return Ok(Response::new(pb::NextCallResponse {
                             result: Some(pb::next_call_response::Result::NothingDue(
                                 pb::NothingDue {
                                     message: "Aucun appel à passer pour le moment : la file est vide ou les plages d'appel sont fermées.".into(),
                                 },
                             )),
-                        }))
+                        }));
                     }
                 }
             }
