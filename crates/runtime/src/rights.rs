@@ -108,6 +108,52 @@ pub trait PersonData: Send + Sync + 'static {
     }
 }
 
+/// Deletes a campaign's rows from each of `tables` (each has a `campaign_id` column), in the
+/// order given (children before parents), and says how many went from each.
+pub async fn delete_campaign_rows(
+    tx: &mut PgConnection,
+    campaign_id: Uuid,
+    tables: &[&'static str],
+) -> Result<Vec<Purged>, sqlx::Error> {
+    let mut out = Vec::with_capacity(tables.len());
+    for &table in tables {
+        let rows = sqlx::query(&format!("DELETE FROM {table} WHERE campaign_id = $1"))
+            .bind(campaign_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        out.push(Purged {
+            campaign_id: Some(campaign_id),
+            table,
+            rows,
+        });
+    }
+    Ok(out)
+}
+
+/// Deletes person-wide rows (no campaign) of each of `tables` whose `column` is before `cutoff`.
+pub async fn delete_older_than(
+    tx: &mut PgConnection,
+    tables: &[&'static str],
+    column: &str,
+    cutoff: DateTime<Utc>,
+) -> Result<Vec<Purged>, sqlx::Error> {
+    let mut out = Vec::with_capacity(tables.len());
+    for &table in tables {
+        let rows = sqlx::query(&format!("DELETE FROM {table} WHERE {column} < $1"))
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        out.push(Purged {
+            campaign_id: None,
+            table,
+            rows,
+        });
+    }
+    Ok(out)
+}
+
 /// Builds an export item (`data` is the row as a JSON object). One argument per field of the
 /// origin, in the order of `DataItem`, so every call site reads like the item it builds.
 #[allow(clippy::too_many_arguments)]

@@ -6,7 +6,9 @@ use chrono::{DateTime, Utc};
 use cnmas_bus::{subjects, BatchHandler, HandlerError, Incoming, Outbox, Verdict};
 use cnmas_proto::rights::{ContactRectified, ContactRekeyed, DataItem};
 use cnmas_proto::support::{derived_id, envelope};
-use cnmas_runtime::rights::{item, ExpiredCampaign, PersonData, Purged, Retention};
+use cnmas_runtime::rights::{
+    delete_campaign_rows, delete_older_than, item, ExpiredCampaign, PersonData, Purged, Retention,
+};
 use prost::Message;
 use serde_json::json;
 use sqlx::{PgConnection, PgPool, Row};
@@ -103,16 +105,7 @@ impl PersonData for ConsentData {
         tx: &mut PgConnection,
         campaign: &ExpiredCampaign,
     ) -> Result<Vec<Purged>, sqlx::Error> {
-        let rows = sqlx::query("DELETE FROM decisions WHERE campaign_id = $1")
-            .bind(campaign.campaign_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        Ok(vec![Purged {
-            campaign_id: Some(campaign.campaign_id),
-            table: "decisions",
-            rows,
-        }])
+        delete_campaign_rows(tx, campaign.campaign_id, &["decisions"]).await
     }
 
     /// Opt-out lists are kept at least `opt_out_days` after their last change; older entries
@@ -124,20 +117,7 @@ impl PersonData for ConsentData {
         retention: &Retention,
     ) -> Result<Vec<Purged>, sqlx::Error> {
         let cutoff = now - chrono::Duration::days(i64::from(retention.opt_out_days));
-        let mut out = Vec::new();
-        for table in ["register", "register_history"] {
-            let rows = sqlx::query(&format!("DELETE FROM {table} WHERE changed_at < $1"))
-                .bind(cutoff)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            out.push(Purged {
-                campaign_id: None,
-                table,
-                rows,
-            });
-        }
-        Ok(out)
+        delete_older_than(tx, &["register", "register_history"], "changed_at", cutoff).await
     }
 }
 

@@ -7,7 +7,9 @@ use cnmas_bus::{subjects, BatchHandler, HandlerError, Incoming, Outbox, Verdict}
 use cnmas_proto::dialer::CallReturned;
 use cnmas_proto::rights::{CallReplanned, DataItem};
 use cnmas_proto::support::{envelope, from_timestamp};
-use cnmas_runtime::rights::{item, ExpiredCampaign, PersonData, Purged, Retention};
+use cnmas_runtime::rights::{
+    delete_campaign_rows, delete_older_than, item, ExpiredCampaign, PersonData, Purged, Retention,
+};
 use prost::Message;
 use serde_json::json;
 use sqlx::{PgConnection, PgPool, Row};
@@ -113,20 +115,7 @@ impl PersonData for DialerData {
         tx: &mut PgConnection,
         campaign: &ExpiredCampaign,
     ) -> Result<Vec<Purged>, sqlx::Error> {
-        let mut out = Vec::new();
-        for table in ["queue", "attempts"] {
-            let rows = sqlx::query(&format!("DELETE FROM {table} WHERE campaign_id = $1"))
-                .bind(campaign.campaign_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            out.push(Purged {
-                campaign_id: Some(campaign.campaign_id),
-                table,
-                rows,
-            });
-        }
-        Ok(out)
+        delete_campaign_rows(tx, campaign.campaign_id, &["queue", "attempts"]).await
     }
 
     /// Closed contacts are only kept to drop late calls; they carry no campaign, so they go by
@@ -138,16 +127,7 @@ impl PersonData for DialerData {
         retention: &Retention,
     ) -> Result<Vec<Purged>, sqlx::Error> {
         let cutoff = now - chrono::Duration::days(i64::from(retention.contact_days));
-        let rows = sqlx::query("DELETE FROM closed_contacts WHERE closed_at < $1")
-            .bind(cutoff)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        Ok(vec![Purged {
-            campaign_id: None,
-            table: "closed_contacts",
-            rows,
-        }])
+        delete_older_than(tx, &["closed_contacts"], "closed_at", cutoff).await
     }
 }
 

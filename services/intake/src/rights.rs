@@ -25,7 +25,9 @@ use cnmas_proto::rights::{
 };
 use cnmas_proto::support::{derived_id, envelope, from_timestamp, timestamp};
 use cnmas_runtime::auth::{principal, Bearer, Principal, Role};
-use cnmas_runtime::rights::{item, ExpiredCampaign, PersonData, Purged, Retention};
+use cnmas_runtime::rights::{
+    delete_campaign_rows, item, ExpiredCampaign, PersonData, Purged, Retention,
+};
 use prost::Message;
 use serde_json::json;
 use sqlx::{PgConnection, PgPool, Row};
@@ -206,20 +208,10 @@ impl PersonData for IntakeData {
         campaign: &ExpiredCampaign,
     ) -> Result<Vec<Purged>, sqlx::Error> {
         let id = campaign.campaign_id;
-        let mut out = Vec::new();
         // The audits go with the data they are about: they cover its whole life.
-        for table in ["card_audit", "rectification_audit", "contacts"] {
-            let rows = sqlx::query(&format!("DELETE FROM {table} WHERE campaign_id = $1"))
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            out.push(Purged {
-                campaign_id: Some(id),
-                table,
-                rows,
-            });
-        }
+        let mut out =
+            delete_campaign_rows(tx, id, &["card_audit", "rectification_audit", "contacts"])
+                .await?;
         // The per-row rejection reports of the campaign's file imports (fund references).
         let rows = sqlx::query(
             "DELETE FROM import_rejections r USING imports i

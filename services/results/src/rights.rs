@@ -8,7 +8,7 @@
 use cnmas_proto::common::{FinalStatus, OfferDecision};
 use cnmas_proto::dialer::InterviewCompleted;
 use cnmas_proto::rights::DataItem;
-use cnmas_runtime::rights::{item, ExpiredCampaign, PersonData, Purged};
+use cnmas_runtime::rights::{delete_campaign_rows, item, ExpiredCampaign, PersonData, Purged};
 use prost::Message;
 use serde_json::json;
 use sqlx::{PgConnection, PgPool, Row};
@@ -224,18 +224,7 @@ impl PersonData for ResultsData {
             table: "interviews",
             rows: interviews,
         });
-        for table in ["attempts", "closures", "contacts"] {
-            let rows = sqlx::query(&format!("DELETE FROM {table} WHERE campaign_id = $1"))
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            out.push(Purged {
-                campaign_id: Some(id),
-                table,
-                rows,
-            });
-        }
+        out.extend(delete_campaign_rows(tx, id, &["attempts", "closures", "contacts"]).await?);
         // Results stay for the reports, stripped of everything that links them to a contact.
         let anonymised = sqlx::query(
             "UPDATE results SET result_id = 'purged:' || gen_random_uuid(), contact_id = NULL,

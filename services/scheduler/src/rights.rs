@@ -9,7 +9,9 @@ use cnmas_bus::{subjects, BatchHandler, HandlerError, Incoming, Outbox, Verdict}
 use cnmas_domain::calendar::{next_open_window, CallingPolicy};
 use cnmas_proto::rights::{CallReplanned, ContactRectified, DataItem};
 use cnmas_proto::support::{derived_id, envelope, timestamp};
-use cnmas_runtime::rights::{item, ExpiredCampaign, PersonData, Purged, Retention};
+use cnmas_runtime::rights::{
+    delete_campaign_rows, delete_older_than, item, ExpiredCampaign, PersonData, Purged, Retention,
+};
 use prost::Message;
 use serde_json::json;
 use sqlx::{PgConnection, PgPool, Row};
@@ -91,20 +93,7 @@ impl PersonData for SchedulerData {
         tx: &mut PgConnection,
         campaign: &ExpiredCampaign,
     ) -> Result<Vec<Purged>, sqlx::Error> {
-        let mut out = Vec::new();
-        for table in ["plans", "rectified_contacts"] {
-            let rows = sqlx::query(&format!("DELETE FROM {table} WHERE campaign_id = $1"))
-                .bind(campaign.campaign_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            out.push(Purged {
-                campaign_id: Some(campaign.campaign_id),
-                table,
-                rows,
-            });
-        }
-        Ok(out)
+        delete_campaign_rows(tx, campaign.campaign_id, &["plans", "rectified_contacts"]).await
     }
 
     /// Attempts per person (for the pressure limits) carry no campaign: they go by age, with
@@ -116,16 +105,7 @@ impl PersonData for SchedulerData {
         retention: &Retention,
     ) -> Result<Vec<Purged>, sqlx::Error> {
         let cutoff = now - chrono::Duration::days(i64::from(retention.contact_days));
-        let rows = sqlx::query("DELETE FROM person_attempts WHERE at < $1")
-            .bind(cutoff)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        Ok(vec![Purged {
-            campaign_id: None,
-            table: "person_attempts",
-            rows,
-        }])
+        delete_older_than(tx, &["person_attempts"], "at", cutoff).await
     }
 }
 
