@@ -63,14 +63,8 @@ const BEST_OF_EACH_CAMPAIGN: &str = "
     ORDER BY best.priority_key, best.due_at LIMIT 1";
 
 impl AgentApi {
-    async fn card(
-        &self,
-        agent_id: &str,
-        row: &sqlx::postgres::PgRow,
-    ) -> Result<pb::LeasedCall, Status> {
-        let lease_id: Uuid = row.get("lease_id");
-        let contact_id: Uuid = row.get("contact_id");
-        let campaign_id: Uuid = row.get("campaign_id");
+    /// A request to intake under a short-lived service token of the dialer's own.
+    fn to_intake<T>(&self, message: T) -> Result<Request<T>, Status> {
         let token = self
             .state
             .base
@@ -83,15 +77,23 @@ impl AgentApi {
                 chrono::Duration::minutes(5),
             )
             .map_err(internal)?;
-        let req = bearer(
-            Request::new(GetCallCardRequest {
-                contact_id: contact_id.to_string(),
-                campaign_id: campaign_id.to_string(),
-                agent_id: agent_id.to_string(),
-                lease_id: lease_id.to_string(),
-            }),
-            &token,
-        )?;
+        bearer(Request::new(message), &token)
+    }
+
+    async fn card(
+        &self,
+        agent_id: &str,
+        row: &sqlx::postgres::PgRow,
+    ) -> Result<pb::LeasedCall, Status> {
+        let lease_id: Uuid = row.get("lease_id");
+        let contact_id: Uuid = row.get("contact_id");
+        let campaign_id: Uuid = row.get("campaign_id");
+        let req = self.to_intake(GetCallCardRequest {
+            contact_id: contact_id.to_string(),
+            campaign_id: campaign_id.to_string(),
+            agent_id: agent_id.to_string(),
+            lease_id: lease_id.to_string(),
+        })?;
         let card = self
             .state
             .intake
@@ -401,28 +403,13 @@ impl AgentService for AgentApi {
         .ok_or_else(|| {
             Status::failed_precondition("lease_id: lease.lost: this call is no longer yours")
         })?;
-        let token = self
-            .state
-            .base
-            .auth
-            .issue(
-                Role::Service,
-                crate::SERVICE,
-                None,
-                None,
-                chrono::Duration::minutes(5),
-            )
-            .map_err(internal)?;
-        let req = bearer(
-            Request::new(cnmas_proto::intake::RevealCardFieldRequest {
-                contact_id: call.get::<Uuid, _>("contact_id").to_string(),
-                campaign_id: call.get::<Uuid, _>("campaign_id").to_string(),
-                agent_id,
-                lease_id: lease_id.to_string(),
-                field: r.field.trim().to_string(),
-            }),
-            &token,
-        )?;
+        let req = self.to_intake(cnmas_proto::intake::RevealCardFieldRequest {
+            contact_id: call.get::<Uuid, _>("contact_id").to_string(),
+            campaign_id: call.get::<Uuid, _>("campaign_id").to_string(),
+            agent_id,
+            lease_id: lease_id.to_string(),
+            field: r.field.trim().to_string(),
+        })?;
         let revealed = self
             .state
             .intake
