@@ -817,6 +817,8 @@ async fn full_call_in_headless_chromium() -> Result<()> {
             .await?
             .click()
             .await?;
+        // The reveal is a form post: read the code once the new page says it is shown.
+        wait_text(&c, "#statut", "Cet affichage est enregistré", false).await?;
         let code = text_of(&c, "#valeur-ameli_provisional_code").await?;
         ensure!(code == "M4R9TX" || code == "B2C3D4", "revealed {code:?}");
         save(&c, "agent.png").await?;
