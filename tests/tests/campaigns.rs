@@ -348,6 +348,85 @@ async fn a_campaign_orders_its_calls_by_its_priority_rule() -> Result<()> {
     Ok(())
 }
 
+/// Contacts that arrive while an agent waits are released at once (decision 0008), in the
+/// campaign's order within what arrived, but never ahead of older contacts still waiting.
+#[tokio::test]
+async fn new_contacts_are_released_on_arrival_without_passing_older_ones() -> Result<()> {
+    let system = System::start().await?;
+    let names =
+        |ids: &[usize]| -> Vec<String> { ids.iter().map(|i| format!("Camille Nom{i}")).collect() };
+    for (rule, agent_id, first_served) in [("", "ra-1", 1), ("fifo", "ra-2", 5)] {
+        // Paced to one call at a time for one agent.
+        let campaign = campaign(&system, 3, 0.5, rule, &[agent_id]).await?;
+        let scheduler = PgPool::connect(system.database_url("scheduler")).await?;
+        let mut agent = system.agent(agent_id).await?;
+        // Asking for a call makes the agent available; wait until the scheduler knows it.
+        assert!(next_call(&mut agent).await?.is_none());
+        eventually(
+            WAIT,
+            "the agent's availability reaches the scheduler",
+            || {
+                let s = scheduler.clone();
+                let c = campaign.clone();
+                async move {
+                    let available: Option<i32> = sqlx::query_scalar(
+                    "SELECT agents_available FROM campaign_staffing WHERE campaign_id = $1::uuid",
+                )
+                .bind(&c)
+                .fetch_optional(&s)
+                .await?;
+                    Ok((available.unwrap_or(0) >= 1).then_some(()))
+                }
+            },
+        )
+        .await?;
+        // Born 1955, 1951, 1953: the budget (one call) goes to the first in the campaign's
+        // order; the other two wait.
+        system
+            .submit(
+                FUND,
+                &campaign,
+                &format!("sub-ra-a-{agent_id}"),
+                [5, 1, 3].map(people::flu).to_vec(),
+            )
+            .await?;
+        planned(&scheduler, &campaign, 3).await?;
+        eventually(WAIT, "one call released", || {
+            let s = scheduler.clone();
+            let c = campaign.clone();
+            async move { Ok((count(&s, &c, "queued").await? == 1).then_some(())) }
+        })
+        .await?;
+        // Born 1950, arrived later: not released on arrival while older contacts wait; the
+        // ticker then ranks everyone waiting by the campaign's rule.
+        system
+            .submit(
+                FUND,
+                &campaign,
+                &format!("sub-ra-b-{agent_id}"),
+                vec![people::flu(0)],
+            )
+            .await?;
+        planned(&scheduler, &campaign, 4).await?;
+        assert_eq!(count(&scheduler, &campaign, "queued").await?, 1);
+        let mut order = Vec::new();
+        for _ in 0..4 {
+            let call = lease(&mut agent).await?;
+            order.push(name_of(&call));
+            record(&mut agent, &call, wrong_number()).await?;
+        }
+        let expected = if rule == "fifo" {
+            names(&[5, 1, 3, 0])
+        } else {
+            names(&[1, 0, 3, 5])
+        };
+        assert_eq!(order[0], names(&[first_served])[0], "rule {rule:?}");
+        assert_eq!(order, expected, "rule {rule:?}");
+    }
+    system.stop().await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_callback_with_the_same_agent_comes_back_to_that_agent() -> Result<()> {
     let system = System::start().await?;
@@ -628,9 +707,11 @@ async fn a_contact_without_territory_is_closed_and_reported() -> Result<()> {
     system
         .publisher
         .publish(
-            &subjects::event("consent", "contact_cleared"),
+            &subjects::event("consent", "contacts_cleared"),
             &id,
-            &cleared,
+            &cnmas_proto::consent::ContactsCleared {
+                contacts: vec![cleared],
+            },
         )
         .await?;
     let msg = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut closed))

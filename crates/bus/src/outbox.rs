@@ -9,6 +9,11 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+/// The most items in one set event (see [`Outbox::push_set`]).
+pub const SET_EVENT_ITEMS: usize = 1000;
+/// About the most bytes of one set event: well under NATS's default 1 MiB payload limit.
+pub const SET_EVENT_BYTES: usize = 256 * 1024;
+
 /// Events gathered while handling a batch or a request; [`Outbox::flush`] writes them with one
 /// statement into the caller's transaction.
 #[derive(Default)]
@@ -30,6 +35,41 @@ impl Outbox {
         self.subjects.push(subject);
         self.payloads.push(message.encode_to_vec());
         self.traceparents.push(crate::trace::current_traceparent());
+    }
+
+    /// Queues `items` as set events: messages of at most [`SET_EVENT_ITEMS`] items and about
+    /// [`SET_EVENT_BYTES`] bytes, each built by `wrap`. Hot paths (contacts accepted, cleared,
+    /// calls due) publish sets so that each hop pays one message, one inbox row and one outbox
+    /// row per set instead of per contact (decision 0008).
+    ///
+    /// Each message gets a random event id: its outbox row is written once, in the transaction
+    /// that produced the items, so a relay that publishes it again reuses the same id.
+    pub fn push_set<T, M>(&mut self, subject: &str, items: Vec<T>, wrap: impl Fn(Vec<T>) -> M)
+    where
+        T: prost::Message,
+        M: prost::Message,
+    {
+        let mut chunk = Vec::new();
+        let mut bytes = 0;
+        for item in items {
+            let size = item.encoded_len() + 4;
+            if !chunk.is_empty()
+                && (chunk.len() >= SET_EVENT_ITEMS || bytes + size > SET_EVENT_BYTES)
+            {
+                self.push_chunk(subject, wrap(std::mem::take(&mut chunk)));
+                bytes = 0;
+            }
+            bytes += size;
+            chunk.push(item);
+        }
+        if !chunk.is_empty() {
+            self.push_chunk(subject, wrap(chunk));
+        }
+    }
+
+    fn push_chunk<M: prost::Message>(&mut self, subject: &str, message: M) {
+        let event_id = uuid::Uuid::new_v4().to_string();
+        self.push(subject.to_string(), &event_id, &message);
     }
 
     pub fn len(&self) -> usize {
@@ -150,5 +190,83 @@ impl OutboxRelay {
             metrics::counter!("cnmas_outbox_relayed_total").increment(n as u64);
             total += n;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Item {
+        #[prost(bytes = "vec", tag = "1")]
+        data: Vec<u8>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Set {
+        #[prost(message, repeated, tag = "1")]
+        items: Vec<Item>,
+    }
+
+    fn sets(outbox: &Outbox) -> Vec<Set> {
+        outbox
+            .payloads
+            .iter()
+            .map(|p| <Set as prost::Message>::decode(p.as_slice()).expect("a set"))
+            .collect()
+    }
+
+    #[test]
+    fn sets_are_bounded_by_count_and_keep_every_item_in_order() {
+        let mut outbox = Outbox::new();
+        let items: Vec<Item> = (0..2500u32)
+            .map(|i| Item {
+                data: i.to_be_bytes().to_vec(),
+            })
+            .collect();
+        outbox.push_set("s", items.clone(), |items| Set { items });
+        let sets = sets(&outbox);
+        assert_eq!(
+            sets.iter().map(|s| s.items.len()).collect::<Vec<_>>(),
+            vec![1000, 1000, 500]
+        );
+        assert_eq!(flatten(&sets), items);
+        let ids: std::collections::HashSet<_> = outbox.event_ids.iter().collect();
+        assert_eq!(ids.len(), 3, "each set has its own event id");
+    }
+
+    #[test]
+    fn sets_are_bounded_by_bytes_and_an_oversized_item_travels_alone() {
+        let mut outbox = Outbox::new();
+        let big = |n: usize| Item { data: vec![7; n] };
+        let items = vec![
+            big(100_000),
+            big(100_000),
+            big(100_000),
+            big(300_000),
+            big(10),
+        ];
+        outbox.push_set("s", items.clone(), |items| Set { items });
+        let sets = sets(&outbox);
+        assert_eq!(
+            sets.iter().map(|s| s.items.len()).collect::<Vec<_>>(),
+            vec![2, 1, 1, 1]
+        );
+        assert!(outbox.payloads[..2]
+            .iter()
+            .all(|p| p.len() <= SET_EVENT_BYTES));
+        assert_eq!(flatten(&sets), items);
+    }
+
+    #[test]
+    fn no_items_no_event() {
+        let mut outbox = Outbox::new();
+        outbox.push_set("s", Vec::<Item>::new(), |items| Set { items });
+        assert!(outbox.is_empty());
+    }
+
+    fn flatten(sets: &[Set]) -> Vec<Item> {
+        sets.iter().flat_map(|s| s.items.clone()).collect()
     }
 }

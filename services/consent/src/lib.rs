@@ -10,10 +10,11 @@ use cnmas_domain::person::{Identity, PersonKeyer};
 use cnmas_domain::theme::Theme;
 use cnmas_proto::common::{ConsentChange, Reason};
 use cnmas_proto::consent::{
-    person_consent::Identifier, ConsentChanged, ContactCleared, ContactSuppressed, UpdateConsents,
+    person_consent::Identifier, ConsentChanged, ContactCleared, ContactSuppressed, ContactsCleared,
+    UpdateConsents,
 };
 use cnmas_proto::dialer::InterviewCompleted;
-use cnmas_proto::intake::{ContactAccepted, ContactRejected};
+use cnmas_proto::intake::{ContactRejected, ContactsAccepted};
 use cnmas_proto::support::{
     channel_from_proto, channel_to_proto, derived_id, envelope, from_timestamp, theme_from_proto,
     theme_to_proto,
@@ -64,8 +65,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     base.spawn_consumer(
         ConsumerSpec::new(
             SERVICE,
-            "consent_contacts",
-            "cnmas.evt.v1.intake.contact_accepted",
+            "consent_accepted",
+            "cnmas.evt.v1.intake.contacts_accepted",
         ),
         Arc::new(Screening),
     );
@@ -133,11 +134,12 @@ impl BatchHandler for Screening {
         let mut verdicts = vec![Verdict::Done; batch.len()];
         let mut accepted = Vec::with_capacity(batch.len());
         for (i, m) in batch.iter().enumerate() {
-            match ContactAccepted::decode(m.payload.clone()) {
-                Ok(a) => accepted.push(a),
+            match ContactsAccepted::decode(m.payload.clone()) {
+                Ok(set) => accepted.extend(set.contacts),
                 Err(e) => verdicts[i] = Verdict::DeadLetter(format!("undecodable: {e}")),
             }
         }
+        let mut cleared = Vec::with_capacity(accepted.len());
         let keys: Vec<&str> = accepted.iter().map(|a| a.person_key.as_str()).collect();
         let opted_out: HashSet<(String, String)> = sqlx::query(
             "SELECT person_key, scope FROM register
@@ -185,26 +187,22 @@ impl BatchHandler for Screening {
                 );
             } else {
                 let event_id = derived_id(&["cleared", &a.contact_id]);
-                outbox.push(
-                    subjects::event(SERVICE, "contact_cleared"),
-                    &event_id,
-                    &ContactCleared {
-                        envelope: Some(envelope(
-                            event_id.clone(),
-                            &env.fund_code,
-                            &env.campaign_id,
-                            &env.event_id,
-                            now,
-                        )),
-                        contact_id: a.contact_id.clone(),
-                        person_key: a.person_key.clone(),
-                        theme: a.theme,
-                        territory: a.territory.clone(),
-                        department: a.department.clone(),
-                        time_zone: a.time_zone.clone(),
-                        priority_key: a.priority_key,
-                    },
-                );
+                cleared.push(ContactCleared {
+                    envelope: Some(envelope(
+                        event_id.clone(),
+                        &env.fund_code,
+                        &env.campaign_id,
+                        &env.event_id,
+                        now,
+                    )),
+                    contact_id: a.contact_id.clone(),
+                    person_key: a.person_key.clone(),
+                    theme: a.theme,
+                    territory: a.territory.clone(),
+                    department: a.department.clone(),
+                    time_zone: a.time_zone.clone(),
+                    priority_key: a.priority_key,
+                });
             }
             rows.contact_ids.push(contact_id);
             rows.campaign_ids.push(campaign_id);
@@ -213,6 +211,11 @@ impl BatchHandler for Screening {
             rows.decisions
                 .push(if suppressed { "suppressed" } else { "cleared" }.to_string());
         }
+        outbox.push_set(
+            &subjects::event(SERVICE, "contacts_cleared"),
+            cleared,
+            |contacts| ContactsCleared { contacts },
+        );
         if !rows.contact_ids.is_empty() {
             sqlx::query(
                 "INSERT INTO decisions (contact_id, campaign_id, person_key, theme, decision)

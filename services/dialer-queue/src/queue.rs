@@ -4,7 +4,7 @@ use crate::State;
 use chrono::Utc;
 use cnmas_bus::{subjects, BatchHandler, HandlerError, Incoming, Outbox, Verdict};
 use cnmas_proto::dialer::CallReturned;
-use cnmas_proto::scheduler::{CallDue, CampaignChanged, CampaignState, ContactClosed};
+use cnmas_proto::scheduler::{CallDue, CallsDue, CampaignChanged, CampaignState, ContactClosed};
 use cnmas_proto::support::{envelope, from_timestamp, theme_from_proto};
 use prost::Message;
 use sqlx::{PgConnection, Row};
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// Applies `CallDue`, `ContactClosed` and `CampaignChanged` to the queue.
+/// Applies `CallsDue`, `ContactClosed` and `CampaignChanged` to the queue.
 pub struct QueueFeed;
 
 #[derive(Default)]
@@ -29,6 +29,41 @@ struct DueRows {
     territories: Vec<String>,
     departments: Vec<String>,
     callback_agents: Vec<String>,
+}
+
+impl DueRows {
+    /// Adds every call of a set, or none when one has unusable ids or times (the set is then
+    /// dead-lettered whole: it was produced by one transaction, so its calls stand together).
+    fn push_all(&mut self, calls: Vec<CallDue>) -> bool {
+        let mut parsed = Vec::with_capacity(calls.len());
+        for c in calls {
+            let env = c.envelope.clone().unwrap_or_default();
+            let (Ok(contact), Ok(campaign), Some(d), Some(w)) = (
+                Uuid::parse_str(&c.contact_id),
+                Uuid::parse_str(&env.campaign_id),
+                c.due_at.as_ref().and_then(from_timestamp),
+                c.window_end.as_ref().and_then(from_timestamp),
+            ) else {
+                return false;
+            };
+            parsed.push((c, env.fund_code, contact, campaign, d, w));
+        }
+        for (c, fund, contact, campaign, d, w) in parsed {
+            self.call_ids.push(c.call_id);
+            self.contact_ids.push(contact);
+            self.campaign_ids.push(campaign);
+            self.funds.push(fund);
+            self.person_keys.push(c.person_key);
+            self.attempts.push(c.attempt_number as i32);
+            self.due.push(d);
+            self.window_end.push(w);
+            self.priorities.push(c.priority_key);
+            self.territories.push(c.territory);
+            self.departments.push(c.department);
+            self.callback_agents.push(c.callback_agent_id);
+        }
+        true
+    }
 }
 
 pub(crate) fn state_code(state: i32) -> &'static str {
@@ -55,33 +90,14 @@ impl BatchHandler for QueueFeed {
         for (i, m) in batch.iter().enumerate() {
             let kind = m.subject.rsplit('.').next().unwrap_or_default();
             match kind {
-                "call_due" => {
-                    let Ok(c) = CallDue::decode(m.payload.clone()) else {
-                        verdicts[i] = Verdict::DeadLetter("undecodable CallDue".into());
+                "calls_due" => {
+                    let Ok(set) = CallsDue::decode(m.payload.clone()) else {
+                        verdicts[i] = Verdict::DeadLetter("undecodable CallsDue".into());
                         continue;
                     };
-                    let env = c.envelope.clone().unwrap_or_default();
-                    let (Ok(contact), Ok(campaign), Some(d), Some(w)) = (
-                        Uuid::parse_str(&c.contact_id),
-                        Uuid::parse_str(&env.campaign_id),
-                        c.due_at.as_ref().and_then(from_timestamp),
-                        c.window_end.as_ref().and_then(from_timestamp),
-                    ) else {
+                    if !due.push_all(set.calls) {
                         verdicts[i] = Verdict::DeadLetter("CallDue with bad ids or times".into());
-                        continue;
-                    };
-                    due.call_ids.push(c.call_id);
-                    due.contact_ids.push(contact);
-                    due.campaign_ids.push(campaign);
-                    due.funds.push(env.fund_code);
-                    due.person_keys.push(c.person_key);
-                    due.attempts.push(c.attempt_number as i32);
-                    due.due.push(d);
-                    due.window_end.push(w);
-                    due.priorities.push(c.priority_key);
-                    due.territories.push(c.territory);
-                    due.departments.push(c.department);
-                    due.callback_agents.push(c.callback_agent_id);
+                    }
                 }
                 "contact_closed" => {
                     let Ok(c) = ContactClosed::decode(m.payload.clone()) else {
@@ -141,7 +157,7 @@ impl BatchHandler for QueueFeed {
                 .await?;
         }
         if !due.call_ids.is_empty() {
-            sqlx::query(
+            let queued = sqlx::query(
                 "INSERT INTO queue (call_id, contact_id, campaign_id, fund_code, person_key,
                      attempt_number, due_at, window_end, priority_key, territory, department,
                      callback_agent_id)
@@ -165,6 +181,7 @@ impl BatchHandler for QueueFeed {
             .bind(due.callback_agents)
             .execute(&mut *tx)
             .await?;
+            metrics::counter!("cnmas_dialer_calls_queued_total").increment(queued.rows_affected());
         }
         Ok(verdicts)
     }
@@ -185,6 +202,10 @@ pub async fn run_sweeper(state: Arc<State>) {
     }
 }
 
+/// Both statements run every second and are planned at each run (`persistent(false)`): a plan
+/// prepared once, when the queue was empty, scans the whole table, and a queue that grows by
+/// a million rows faster than autovacuum analyses it would keep that plan (measured: 165 ms a
+/// run at 1,000,000 queued calls, against well under a millisecond through the indexes).
 async fn return_closed_windows(state: &State) -> Result<(), sqlx::Error> {
     // Expired leases give their call back to the queue (the agent's later outcome is refused).
     let freed = sqlx::query(
@@ -192,6 +213,7 @@ async fn return_closed_windows(state: &State) -> Result<(), sqlx::Error> {
              lease_expires_at = NULL
          WHERE lease_id IS NOT NULL AND lease_expires_at < now()",
     )
+    .persistent(false)
     .execute(&state.base.pool)
     .await?
     .rows_affected();
@@ -206,6 +228,7 @@ async fn return_closed_windows(state: &State) -> Result<(), sqlx::Error> {
              LIMIT 1000 FOR UPDATE SKIP LOCKED)
          RETURNING call_id, contact_id, campaign_id, fund_code",
     )
+    .persistent(false)
     .fetch_all(&mut *tx)
     .await?;
     if rows.is_empty() {

@@ -6,7 +6,7 @@ use cnmas_bus::{subjects, BatchHandler, HandlerError, Incoming, Outbox, Verdict}
 use cnmas_proto::common::{FinalStatus, OfferDecision, Reason};
 use cnmas_proto::consent::ContactSuppressed;
 use cnmas_proto::dialer::{AttemptRecorded, InterviewCompleted};
-use cnmas_proto::intake::{ContactAccepted, ContactRejected};
+use cnmas_proto::intake::{ContactRejected, ContactsAccepted};
 use cnmas_proto::results::{AttemptSummary, ContactChangeNotice, ContactResult, FollowUpNotice};
 use cnmas_proto::scheduler::ContactClosed;
 use cnmas_proto::support::{derived_id, envelope, from_timestamp, timestamp};
@@ -44,21 +44,31 @@ impl BatchHandler for Collector {
         for (i, m) in batch.iter().enumerate() {
             let p = m.payload.clone();
             match kind(&m.subject) {
-                "contact_accepted" => {
-                    let Ok(a) = ContactAccepted::decode(p) else {
-                        verdicts[i] = bad("ContactAccepted");
+                "contacts_accepted" => {
+                    let Ok(set) = ContactsAccepted::decode(p) else {
+                        verdicts[i] = bad("ContactsAccepted");
                         continue;
                     };
-                    let env = a.envelope.unwrap_or_default();
-                    let (Some(contact), Some(campaign)) =
-                        (uuid(&a.contact_id), uuid(&env.campaign_id))
-                    else {
-                        verdicts[i] = bad("ContactAccepted ids");
+                    // A set stands together (one intake transaction): all or nothing.
+                    let parsed: Option<Vec<_>> = set
+                        .contacts
+                        .into_iter()
+                        .map(|a| {
+                            let env = a.envelope.unwrap_or_default();
+                            Some((
+                                uuid(&a.contact_id)?,
+                                uuid(&env.campaign_id)?,
+                                env.fund_code,
+                                a.submission_ref,
+                            ))
+                        })
+                        .collect();
+                    let Some(parsed) = parsed else {
+                        verdicts[i] = bad("ContactsAccepted ids");
                         continue;
                     };
-                    rows.accepted
-                        .push((contact, campaign, env.fund_code, a.submission_ref));
-                    touched.push(contact);
+                    touched.extend(parsed.iter().map(|a| a.0));
+                    rows.accepted.extend(parsed);
                 }
                 "attempt_recorded" => {
                     let Ok(a) = AttemptRecorded::decode(p) else {

@@ -42,7 +42,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     .await?;
     let collector = Arc::new(collect::Collector);
     for (name, filter) in [
-        ("results_intake", "cnmas.evt.v1.intake.contact_accepted"),
+        ("results_accepted", "cnmas.evt.v1.intake.contacts_accepted"),
         ("results_consent", "cnmas.evt.v1.consent.contact_suppressed"),
         ("results_dialer", "cnmas.evt.v1.dialer.>"),
         ("results_scheduler", "cnmas.evt.v1.scheduler.contact_closed"),

@@ -82,7 +82,9 @@ pub async fn start_with_clock(
         clock: clock.clone(),
     });
 
-    let planner = Arc::new(planning::Planner { clock });
+    let planner = Arc::new(planning::Planner {
+        state: state.clone(),
+    });
     base.spawn_consumer(
         ConsumerSpec::new(SERVICE, "scheduler_consent", "cnmas.evt.v1.consent.>"),
         planner.clone(),

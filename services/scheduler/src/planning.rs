@@ -5,15 +5,14 @@
 use crate::State;
 use chrono::{DateTime, NaiveDate, Utc};
 use cnmas_bus::{subjects, BatchHandler, HandlerError, Incoming, Outbox, Verdict};
-use cnmas_domain::calendar::{next_open_window, CallingPolicy, Place};
-use cnmas_domain::clock::Clock;
+use cnmas_domain::calendar::{next_open_window, CallingPolicy, HolidayCalendar, Place};
 use cnmas_domain::geo::{Department, Territory};
 use cnmas_domain::outcome::{AttemptOutcome, Channel, FinalStatus};
 use cnmas_domain::retry::{self, Decision, PersonAttempt, PressureRule, RetryPolicy};
 use cnmas_domain::theme::Theme;
-use cnmas_proto::consent::{ConsentChanged, ContactCleared};
+use cnmas_proto::consent::{ConsentChanged, ContactCleared, ContactsCleared};
 use cnmas_proto::dialer::{AttemptRecorded, CallReturned, CampaignStaffing};
-use cnmas_proto::scheduler::{CallDue, ContactClosed};
+use cnmas_proto::scheduler::{CallDue, CallsDue, ContactClosed};
 use cnmas_proto::support::{
     channel_from_proto, derived_id, envelope, final_status_to_proto, from_timestamp,
     outcome_from_proto, theme_from_proto, timestamp,
@@ -26,7 +25,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 pub struct Planner {
-    pub clock: Arc<dyn Clock>,
+    pub(crate) state: Arc<State>,
 }
 
 /// One contact's plan, as loaded for a batch.
@@ -46,7 +45,7 @@ struct Plan {
 }
 
 enum Event {
-    Cleared(ContactCleared),
+    Cleared(Vec<ContactCleared>),
     Attempt(AttemptRecorded),
     Returned(CallReturned),
     Consent(ConsentChanged),
@@ -59,7 +58,7 @@ enum Event {
 fn decode(m: &Incoming) -> Result<Event, prost::DecodeError> {
     let kind = m.subject.rsplit('.').next().unwrap_or_default();
     Ok(match kind {
-        "contact_cleared" => Event::Cleared(ContactCleared::decode(m.payload.clone())?),
+        "contacts_cleared" => Event::Cleared(ContactsCleared::decode(m.payload.clone())?.contacts),
         "attempt_recorded" => Event::Attempt(AttemptRecorded::decode(m.payload.clone())?),
         "call_returned" => Event::Returned(CallReturned::decode(m.payload.clone())?),
         "consent_changed" => Event::Consent(ConsentChanged::decode(m.payload.clone())?),
@@ -93,7 +92,8 @@ impl BatchHandler for Planner {
                 }
             }
         }
-        insert_cleared(tx, &events, self.clock.now()).await?;
+        let now = self.state.clock.now();
+        plan_cleared(&self.state, tx, &events, now, outbox).await?;
         save_staffing(tx, &events).await?;
 
         // Everything else changes existing plans: load them once, apply in order, write once.
@@ -131,7 +131,6 @@ impl BatchHandler for Planner {
         })
         .collect();
 
-        let now = self.clock.now();
         let mut person_attempts: Vec<(String, DateTime<Utc>, bool, String)> = Vec::new();
         for (i, e) in events.iter().enumerate() {
             match e {
@@ -319,6 +318,13 @@ struct PlanRows {
     territories: Vec<String>,
     departments: Vec<String>,
     priorities: Vec<i64>,
+    /// `planned`, or `queued` when released on arrival.
+    statuses: Vec<&'static str>,
+    /// `next_due_at`.
+    due: Vec<DateTime<Utc>>,
+    /// For a contact released on arrival: where it is called, until when, and whether its
+    /// campaign is served first come, first served.
+    window_ends: Vec<Option<(Place, DateTime<Utc>, bool)>>,
 }
 
 /// Keeps the latest staffing of each campaign (by the dialer's `at`; older reports that arrive
@@ -376,14 +382,23 @@ async fn save_staffing(tx: &mut PgConnection, events: &[Event]) -> Result<(), Ha
     Ok(())
 }
 
-async fn insert_cleared(
+/// Enters cleared contacts into the plan. Where their campaign has nothing due waiting (so no
+/// older contact is passed over) and its pacing budget allows, the contacts whose window is open
+/// are released at once, in the same transaction: their plan is written once, as queued,
+/// instead of being written as planned, found by the ticker and rewritten (decision 0008).
+/// Everything else waits for the ticker, as before.
+async fn plan_cleared(
+    state: &State,
     tx: &mut PgConnection,
     events: &[Event],
     now: DateTime<Utc>,
+    outbox: &mut Outbox,
 ) -> Result<(), HandlerError> {
     let mut cols = PlanRows::default();
-    for e in events {
-        let Event::Cleared(c) = e else { continue };
+    for c in events.iter().flat_map(|e| match e {
+        Event::Cleared(set) => set.as_slice(),
+        _ => &[],
+    }) {
         let env = c.envelope.clone().unwrap_or_default();
         let (Some(contact), Some(campaign)) =
             (parse_uuid(&c.contact_id), parse_uuid(&env.campaign_id))
@@ -401,31 +416,173 @@ async fn insert_cleared(
         cols.territories.push(c.territory.clone());
         cols.departments.push(c.department.clone());
         cols.priorities.push(c.priority_key);
+        cols.statuses.push("planned");
+        cols.due.push(now);
+        cols.window_ends.push(None);
     }
     if cols.contact_ids.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    release_on_arrival(state, tx, &mut cols, now).await?;
+    let inserted = sqlx::query(
         "INSERT INTO plans (contact_id, campaign_id, fund_code, person_key, theme, territory,
              department, priority_key, status, next_due_at)
-         SELECT c, k, f, p, t, tr, d, pr, 'planned', $9
+         SELECT c, k, f, p, t, tr, d,
+                CASE WHEN cp.priority_rule = 'fifo' THEN 0 ELSE pr END, s, n
          FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::text[], $8::bigint[]) AS x(c, k, f, p, t, tr, d, pr)
-         ON CONFLICT (contact_id) DO NOTHING",
+                     $7::text[], $8::bigint[], $9::text[], $10::timestamptz[])
+              WITH ORDINALITY AS x(c, k, f, p, t, tr, d, pr, s, n, o)
+         LEFT JOIN campaigns cp ON cp.campaign_id = x.k
+         ORDER BY x.o -- arrival follows the fund's order
+         ON CONFLICT (contact_id) DO NOTHING
+         RETURNING contact_id, arrival, status",
     )
     .bind(&cols.contact_ids)
-    .bind(cols.campaign_ids)
-    .bind(cols.funds)
-    .bind(cols.person_keys)
-    .bind(cols.themes)
-    .bind(cols.territories)
-    .bind(cols.departments)
-    .bind(cols.priorities)
-    .bind(now)
+    .bind(&cols.campaign_ids)
+    .bind(&cols.funds)
+    .bind(&cols.person_keys)
+    .bind(&cols.themes)
+    .bind(&cols.territories)
+    .bind(&cols.departments)
+    .bind(&cols.priorities)
+    .bind(&cols.statuses)
+    .bind(&cols.due)
+    .fetch_all(&mut *tx)
+    .await?;
+    // Calls for the plans written as queued (a plan that already existed is left alone).
+    let released: HashMap<Uuid, i64> = inserted
+        .iter()
+        .filter(|r| r.get::<&str, _>("status") == "queued")
+        .map(|r| (r.get("contact_id"), r.get("arrival")))
+        .collect();
+    let mut calls = Vec::with_capacity(released.len());
+    for (i, contact_id) in cols.contact_ids.iter().enumerate() {
+        let (Some(arrival), Some((place, window_end, fifo))) =
+            (released.get(contact_id), cols.window_ends[i].as_ref())
+        else {
+            continue;
+        };
+        calls.push(call_due(
+            DueCall {
+                contact_id: *contact_id,
+                campaign_id: cols.campaign_ids[i],
+                fund_code: cols.funds[i].clone(),
+                person_key: cols.person_keys[i].clone(),
+                attempt_number: 1,
+                priority_key: if *fifo { *arrival } else { cols.priorities[i] },
+                callback_agent_id: String::new(),
+            },
+            place,
+            *window_end,
+            now,
+        ));
+    }
+    if !calls.is_empty() {
+        metrics::counter!("cnmas_scheduler_calls_released_total").increment(calls.len() as u64);
+        outbox.push_set(&subjects::event("scheduler", "calls_due"), calls, |calls| {
+            CallsDue { calls }
+        });
+    }
+    // A fund may have rectified the contact before its plan existed (such plans were not
+    // released above: the ticker releases them with the corrected data).
+    crate::rights::apply_rectifications(tx, &cols.contact_ids).await?;
+    Ok(())
+}
+
+/// Marks as queued, in `cols`, the new contacts that may be called at once: their campaign is
+/// active, started, has no due plan waiting, and has budget (under the campaign's release
+/// lock, as the ticker); the person may be called now in an open window; no
+/// rectification is pending. Within a campaign the budget goes in the campaign's order.
+async fn release_on_arrival(
+    state: &State,
+    tx: &mut PgConnection,
+    cols: &mut PlanRows,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let mut campaign_ids = cols.campaign_ids.clone();
+    campaign_ids.sort_unstable();
+    campaign_ids.dedup();
+    // Wait for the ticker's release of these campaigns, if one runs (a short transaction; the
+    // ticker itself never waits for this lock, and replicas take it in the same order). Taking
+    // it only if free would send contacts to the ticker whenever it happened to run, and each
+    // contact sent there keeps the next ones from being released on arrival.
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock($1, hashtext(k::text))
+         FROM UNNEST($2::uuid[]) AS k ORDER BY k",
+    )
+    .bind(RELEASE_LOCK_CLASS)
+    .bind(&campaign_ids)
     .execute(&mut *tx)
     .await?;
-    // A fund may have rectified the contact before its plan existed.
-    crate::rights::apply_rectifications(tx, &cols.contact_ids).await?;
+    let open: Vec<(Uuid, Option<serde_json::Value>, bool, i64)> = sqlx::query_as(
+        "SELECT c.campaign_id, c.calling_policy, c.priority_rule = 'fifo',
+                CASE WHEN c.pacing_ratio < 0 THEN $3::bigint
+                     WHEN coalesce(s.agents_available, 0) <= 0 THEN 0
+                     ELSE greatest(1, ceil(c.pacing_ratio * s.agents_available))::bigint
+                          - (SELECT count(*) FROM plans q
+                             WHERE q.campaign_id = c.campaign_id AND q.status = 'queued')
+                END
+         FROM campaigns c
+         LEFT JOIN campaign_staffing s ON s.campaign_id = c.campaign_id
+             AND s.at > $2 - make_interval(mins => $4)
+         WHERE c.campaign_id = ANY($1) AND c.state = 'active'
+           AND c.starts_on <= ($2 AT TIME ZONE 'Europe/Paris')::date
+           AND NOT EXISTS (SELECT 1 FROM plans p WHERE p.campaign_id = c.campaign_id
+                           AND p.status = 'planned' AND p.next_due_at <= $2)",
+    )
+    .bind(&campaign_ids)
+    .bind(now)
+    .bind(cols.contact_ids.len() as i64)
+    .bind(STAFFING_STALE_MINUTES)
+    .fetch_all(&mut *tx)
+    .await?;
+    if open.is_empty() {
+        return Ok(());
+    }
+    let rectified: std::collections::HashSet<Uuid> =
+        sqlx::query_scalar("SELECT contact_id FROM rectified_contacts WHERE contact_id = ANY($1)")
+            .bind(&cols.contact_ids)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+    let history = person_history(tx, &cols.person_keys, now).await?;
+    for (campaign_id, policy, fifo, mut budget) in open {
+        let policy = policy
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_else(CallingPolicy::legal_default);
+        let mut order: Vec<usize> = (0..cols.contact_ids.len())
+            .filter(|&i| cols.campaign_ids[i] == campaign_id)
+            .collect();
+        if !fifo {
+            order.sort_by_key(|&i| cols.priorities[i]);
+        }
+        for i in order {
+            if budget <= 0 {
+                break;
+            }
+            if rectified.contains(&cols.contact_ids[i]) {
+                continue;
+            }
+            let Some(place) = place_of(&cols.departments[i], &cols.territories[i]) else {
+                continue; // the ticker closes it
+            };
+            match release_time(
+                &state.calendar,
+                &policy,
+                &place,
+                history.get(&cols.person_keys[i]),
+                now,
+            ) {
+                Release::Now { window_end } => {
+                    cols.statuses[i] = "queued";
+                    cols.window_ends[i] = Some((place, window_end, fifo));
+                    budget -= 1;
+                }
+                Release::Later(at) => cols.due[i] = at,
+            }
+        }
+    }
     Ok(())
 }
 
@@ -541,6 +698,104 @@ pub(crate) fn place_of(department: &str, territory: &str) -> Option<Place> {
     territory.parse::<Territory>().ok().map(Place::Territory)
 }
 
+/// The attempts of these persons recent enough to matter for the pressure limits.
+async fn person_history(
+    tx: &mut PgConnection,
+    keys: &[String],
+    now: DateTime<Utc>,
+) -> Result<HashMap<String, Vec<PersonAttempt>>, sqlx::Error> {
+    let mut history: HashMap<String, Vec<PersonAttempt>> = HashMap::new();
+    if keys.is_empty() {
+        return Ok(history);
+    }
+    let rule = PressureRule::default();
+    let horizon =
+        now - chrono::Duration::days(i64::from(rule.quiet_days_after_refusal.max(rule.per_days)));
+    for r in sqlx::query(
+        "SELECT person_key, at, refused FROM person_attempts
+         WHERE person_key = ANY($1) AND at > $2",
+    )
+    .bind(keys)
+    .bind(horizon)
+    .fetch_all(&mut *tx)
+    .await?
+    {
+        history
+            .entry(r.get("person_key"))
+            .or_default()
+            .push(PersonAttempt {
+                at: r.get("at"),
+                refused_in_conversation: r.get("refused"),
+            });
+    }
+    Ok(history)
+}
+
+/// When a due contact may be called.
+enum Release {
+    /// Now, until the end of the open window.
+    Now { window_end: DateTime<Utc> },
+    /// Not before this time (the next window, the person's pressure limits; in 30 days when no
+    /// window opens in the calendar's horizon).
+    Later(DateTime<Utc>),
+}
+
+fn release_time(
+    calendar: &HolidayCalendar,
+    policy: &CallingPolicy,
+    place: &Place,
+    history: Option<&Vec<PersonAttempt>>,
+    now: DateTime<Utc>,
+) -> Release {
+    let allowed = history
+        .map(|h| retry::earliest_allowed(&PressureRule::default(), h, now))
+        .unwrap_or(now);
+    match next_open_window(calendar, policy, place, allowed) {
+        Some((start, end)) if start <= now => Release::Now { window_end: end },
+        Some((start, _)) => Release::Later(start),
+        None => Release::Later(now + chrono::Duration::days(30)),
+    }
+}
+
+/// What a `CallDue` says of its contact and attempt.
+struct DueCall {
+    contact_id: Uuid,
+    campaign_id: Uuid,
+    fund_code: String,
+    person_key: String,
+    attempt_number: u32,
+    /// The dialer's ordering key (the arrival under "fifo").
+    priority_key: i64,
+    callback_agent_id: String,
+}
+
+fn call_due(c: DueCall, place: &Place, window_end: DateTime<Utc>, now: DateTime<Utc>) -> CallDue {
+    let contact = c.contact_id.to_string();
+    let event_id = Uuid::new_v4().to_string();
+    CallDue {
+        envelope: Some(envelope(
+            event_id,
+            &c.fund_code,
+            &c.campaign_id.to_string(),
+            &contact,
+            now,
+        )),
+        // Deterministic (one per contact and attempt) and, with time-ordered contact ids, in
+        // insertion order for the dialer's index.
+        call_id: format!("{contact}-{}", c.attempt_number),
+        contact_id: contact,
+        person_key: c.person_key,
+        attempt_number: c.attempt_number,
+        due_at: Some(timestamp(now)),
+        window_end: Some(timestamp(window_end)),
+        priority_key: c.priority_key,
+        time_zone: place.time_zone().name().to_string(),
+        territory: place.territory().code().to_string(),
+        department: place.department_code().unwrap_or_default().to_string(),
+        callback_agent_id: c.callback_agent_id,
+    }
+}
+
 /// Advisory-lock class of the release of one campaign's calls (the second key is a hash of
 /// the campaign id): one scheduler replica at a time computes a campaign's pacing budget.
 const RELEASE_LOCK_CLASS: i32 = 0x5343_4844;
@@ -576,28 +831,41 @@ pub(crate) async fn release_due(state: &State, now: DateTime<Utc>) -> Result<usi
     if campaigns.is_empty() {
         return Ok(0);
     }
+    // Per campaign, walk the due plans in the order they are to be called (callbacks, then
+    // priority key and arrival: see plans_due_campaign) and stop at the budget, so a release
+    // reads what it releases rather than ranking every due plan of the campaign.
     let rows = sqlx::query(
         "WITH budgets AS (
-             SELECT c.campaign_id, c.priority_rule,
-                    CASE WHEN c.pacing_ratio < 0 THEN $3::bigint
-                         WHEN coalesce(s.agents_available, 0) <= 0 THEN 0
-                         ELSE greatest(1, ceil(c.pacing_ratio * s.agents_available))::bigint
-                              - (SELECT count(*) FROM plans q
-                                 WHERE q.campaign_id = c.campaign_id AND q.status = 'queued')
-                    END AS budget
+             SELECT c.campaign_id,
+                    least($3::bigint, CASE
+                        WHEN c.pacing_ratio < 0 THEN $3::bigint
+                        WHEN coalesce(s.agents_available, 0) <= 0 THEN 0
+                        ELSE greatest(1, ceil(c.pacing_ratio * s.agents_available))::bigint
+                             - (SELECT count(*) FROM plans q
+                                WHERE q.campaign_id = c.campaign_id AND q.status = 'queued')
+                    END) AS budget
              FROM campaigns c
              LEFT JOIN campaign_staffing s ON s.campaign_id = c.campaign_id
                  AND s.at > $1 - make_interval(mins => $4)
              WHERE c.campaign_id = ANY($2)),
          ranked AS (
-             SELECT p.contact_id, b.budget,
+             SELECT n.contact_id, b.budget,
                     row_number() OVER (
-                        PARTITION BY p.campaign_id
-                        ORDER BY (p.callback_agent_id IS NULL),
-                                 CASE WHEN b.priority_rule = 'fifo' THEN 0 ELSE p.priority_key END,
-                                 p.arrival) AS rank
-             FROM plans p JOIN budgets b ON b.campaign_id = p.campaign_id
-             WHERE p.status = 'planned' AND p.next_due_at <= $1 AND b.budget > 0)
+                        PARTITION BY b.campaign_id ORDER BY n.tier, n.priority_key, n.arrival
+                    ) AS rank
+             FROM budgets b
+             CROSS JOIN LATERAL (
+                 (SELECT p.contact_id, 0 AS tier, p.priority_key, p.arrival FROM plans p
+                  WHERE p.campaign_id = b.campaign_id AND p.status = 'planned'
+                    AND p.callback_agent_id IS NOT NULL AND p.next_due_at <= $1
+                  ORDER BY p.next_due_at LIMIT b.budget)
+                 UNION ALL
+                 (SELECT p.contact_id, 1 AS tier, p.priority_key, p.arrival FROM plans p
+                  WHERE p.campaign_id = b.campaign_id AND p.status = 'planned'
+                    AND p.callback_agent_id IS NULL AND p.next_due_at <= $1
+                  ORDER BY p.priority_key, p.arrival LIMIT b.budget)
+             ) n
+             WHERE b.budget > 0)
          SELECT p.contact_id, p.campaign_id, p.fund_code, p.person_key, p.territory,
                 p.department, p.priority_key, p.arrival, p.attempts, p.callback_agent_id,
                 c.calling_policy, c.priority_rule
@@ -619,33 +887,14 @@ pub(crate) async fn release_due(state: &State, now: DateTime<Utc>) -> Result<usi
         return Ok(0);
     }
     let keys: Vec<String> = rows.iter().map(|r| r.get("person_key")).collect();
-    let rule = PressureRule::default();
-    let horizon =
-        now - chrono::Duration::days(i64::from(rule.quiet_days_after_refusal.max(rule.per_days)));
-    let mut history: HashMap<String, Vec<PersonAttempt>> = HashMap::new();
-    for r in sqlx::query(
-        "SELECT person_key, at, refused FROM person_attempts
-         WHERE person_key = ANY($1) AND at > $2",
-    )
-    .bind(&keys)
-    .bind(horizon)
-    .fetch_all(&mut *tx)
-    .await?
-    {
-        history
-            .entry(r.get("person_key"))
-            .or_default()
-            .push(PersonAttempt {
-                at: r.get("at"),
-                refused_in_conversation: r.get("refused"),
-            });
-    }
+    let history = person_history(&mut tx, &keys, now).await?;
 
     let mut policies: HashMap<Uuid, CallingPolicy> = HashMap::new();
     let mut queued = Vec::new();
     let mut replanned: (Vec<Uuid>, Vec<DateTime<Utc>>) = Default::default();
     let mut outbox = Outbox::new();
     let mut closed = Vec::new();
+    let mut due = Vec::new();
     let n = rows.len();
     for r in rows {
         let contact_id: Uuid = r.get("contact_id");
@@ -684,52 +933,41 @@ pub(crate) async fn release_due(state: &State, now: DateTime<Utc>) -> Result<usi
             closed.push(contact_id);
             continue;
         };
-        let allowed = history
-            .get(&person_key)
-            .map(|h| retry::earliest_allowed(&rule, h, now))
-            .unwrap_or(now);
-        match next_open_window(&state.calendar, policy, &place, allowed) {
-            Some((start, end)) if start <= now => {
-                let attempt_number = r.get::<i32, _>("attempts") as u32 + 1;
-                let contact = contact_id.to_string();
-                let event_id = Uuid::new_v4().to_string();
-                let event = CallDue {
-                    envelope: Some(envelope(
-                        event_id.clone(),
-                        r.get("fund_code"),
-                        &campaign_id.to_string(),
-                        &contact,
-                        now,
-                    )),
-                    call_id: derived_id(&["call", &contact, &attempt_number.to_string()]),
-                    contact_id: contact,
-                    person_key,
-                    attempt_number,
-                    due_at: Some(timestamp(now)),
-                    window_end: Some(timestamp(end)),
-                    // The dialer serves its queue by this key: under "fifo" it is the arrival.
-                    priority_key: if r.get::<&str, _>("priority_rule") == "fifo" {
-                        r.get("arrival")
-                    } else {
-                        r.get("priority_key")
-                    },
-                    time_zone: place.time_zone().name().to_string(),
-                    territory: place.territory().code().to_string(),
-                    department: place.department_code().unwrap_or_default().to_string(),
-                    callback_agent_id: r
-                        .get::<Option<String>, _>("callback_agent_id")
-                        .unwrap_or_default(),
+        match release_time(
+            &state.calendar,
+            policy,
+            &place,
+            history.get(&person_key),
+            now,
+        ) {
+            Release::Now { window_end } => {
+                // The dialer serves its queue by this key: under "fifo" it is the arrival.
+                let priority_key = if r.get::<&str, _>("priority_rule") == "fifo" {
+                    r.get("arrival")
+                } else {
+                    r.get("priority_key")
                 };
-                outbox.push(subjects::event("scheduler", "call_due"), &event_id, &event);
+                due.push(call_due(
+                    DueCall {
+                        contact_id,
+                        campaign_id,
+                        fund_code: r.get("fund_code"),
+                        person_key,
+                        attempt_number: r.get::<i32, _>("attempts") as u32 + 1,
+                        priority_key,
+                        callback_agent_id: r
+                            .get::<Option<String>, _>("callback_agent_id")
+                            .unwrap_or_default(),
+                    },
+                    &place,
+                    window_end,
+                    now,
+                ));
                 queued.push(contact_id);
             }
-            Some((start, _)) => {
+            Release::Later(at) => {
                 replanned.0.push(contact_id);
-                replanned.1.push(start);
-            }
-            None => {
-                replanned.0.push(contact_id);
-                replanned.1.push(now + chrono::Duration::days(30));
+                replanned.1.push(at);
             }
         }
     }
@@ -763,6 +1001,9 @@ pub(crate) async fn release_due(state: &State, now: DateTime<Utc>) -> Result<usi
         .execute(&mut *tx)
         .await?;
     }
+    outbox.push_set(&subjects::event("scheduler", "calls_due"), due, |calls| {
+        CallsDue { calls }
+    });
     outbox.flush(&mut tx).await?;
     tx.commit().await?;
     if !closed.is_empty() {

@@ -230,9 +230,12 @@ pub(crate) async fn apply_rectifications(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE plans p SET person_key = r.person_key, territory = r.territory,
-             department = r.department, priority_key = r.priority_key, updated_at = now()
-         FROM rectified_contacts r
-         WHERE r.contact_id = p.contact_id AND p.contact_id = ANY($1)",
+             department = r.department,
+             priority_key = CASE WHEN c.priority_rule = 'fifo' THEN 0 ELSE r.priority_key END,
+             updated_at = now()
+         FROM rectified_contacts r, campaigns c
+         WHERE r.contact_id = p.contact_id AND c.campaign_id = p.campaign_id
+           AND p.contact_id = ANY($1)",
     )
     .bind(contact_ids)
     .execute(&mut *tx)
