@@ -167,7 +167,7 @@ impl BatchHandler for Replans {
                 Some(window_end) => sqlx::query(
                     "UPDATE queue SET territory = $2, department = $3, person_key = $4,
                              window_end = $5
-                         WHERE contact_id = $1 AND lease_id IS NULL",
+                         WHERE contact_id = $1 AND leased_by IS NULL",
                 )
                 .bind(contact_id)
                 .bind(&e.territory)
@@ -179,7 +179,7 @@ impl BatchHandler for Replans {
                 .rows_affected(),
                 None => {
                     let returned = sqlx::query(
-                        "DELETE FROM queue WHERE contact_id = $1 AND lease_id IS NULL
+                        "DELETE FROM queue WHERE contact_id = $1 AND leased_by IS NULL
                          RETURNING call_id, campaign_id, fund_code",
                     )
                     .bind(contact_id)
