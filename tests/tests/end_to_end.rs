@@ -209,6 +209,71 @@ async fn the_same_submission_twice_yields_one_contact_and_one_result() -> Result
     Ok(())
 }
 
+/// Intake stores first and looks up only what the store refused: a person already in the
+/// campaign under another reference is told apart from a message sent again.
+#[tokio::test]
+async fn a_person_already_in_the_campaign_under_another_reference_is_rejected() -> Result<()> {
+    let system = System::start().await?;
+    let campaign = system
+        .active_campaign(FUND, Theme::FluVaccination, &[])
+        .await?;
+    let mut rejections = system
+        .fund_consumer(FUND, "rejection", "fund_751_rej")
+        .await?;
+    system
+        .submit(FUND, &campaign, "first", vec![people::flu(3)])
+        .await?;
+    let pool = sqlx::PgPool::connect(system.database_url("intake")).await?;
+    eventually(WAIT, "the first contact stored", || {
+        let pool = pool.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM contacts")
+                .fetch_one(&pool)
+                .await?;
+            Ok((n == 1).then_some(()))
+        }
+    })
+    .await?;
+    // Later: the same person under a new reference, with a new person, and the first message's
+    // contact again (already received: nothing said).
+    let mut again = people::flu(3);
+    again.submission_ref = "ref-3-bis".into();
+    system
+        .submit(
+            FUND,
+            &campaign,
+            "second",
+            vec![people::flu(4), again, people::flu(3)],
+        )
+        .await?;
+    let got: Vec<(String, ContactRejected)> = take(&rejections, 1, WAIT).await?;
+    let r = &got[0].1;
+    assert_eq!(r.submission_ref, "ref-3-bis");
+    assert_eq!(r.index, 1);
+    assert_eq!(r.reasons[0].field, "person");
+    assert_eq!(r.reasons[0].rule, "contact.duplicate_person");
+    eventually(WAIT, "the new person stored", || {
+        let pool = pool.clone();
+        async move {
+            let refs: Vec<String> =
+                sqlx::query_scalar("SELECT submission_ref FROM contacts ORDER BY submission_ref")
+                    .fetch_all(&pool)
+                    .await?;
+            Ok((refs == ["ref-3", "ref-4"]).then_some(()))
+        }
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        cnmas_system_tests::pending(&mut rejections).await?,
+        0,
+        "one rejection"
+    );
+    pool.close().await;
+    system.stop().await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_service_restarted_in_the_middle_loses_nothing() -> Result<()> {
     let mut system = System::start().await?;

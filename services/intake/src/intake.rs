@@ -425,13 +425,16 @@ async fn store(
     let mut seen_people = HashSet::new();
     let mut rows: Rows = Rows::default();
     let mut sealed = Vec::with_capacity(candidates.len());
+    // A person met again in this batch: an already-received contact or a duplicate, told apart
+    // below with the stored references (not stored either way).
+    let mut again = Vec::new();
     for c in candidates {
         if !seen_refs.insert((c.campaign_id, c.contact.submission_ref.clone())) {
             fates[c.slot] = Fate::AlreadyReceived;
             continue; // twice in this batch: nothing new, nothing to say
         }
         if !seen_people.insert((c.campaign_id, c.person_key.clone())) {
-            duplicate_person(outbox, &c, fates);
+            again.push(c);
             continue;
         }
         // Time-ordered: every service keys its rows by contact id, and ordered keys are
@@ -455,12 +458,14 @@ async fn store(
     }
     let stored = rows.insert(tx).await?;
 
-    // What the store refused is in the campaign already: the same reference (a message or file
-    // sent again) or the same person under another reference.
+    // What the store refused, and the persons met again, are in the campaign already: under
+    // the same reference (a message or file sent again: silently ignored) or under another one
+    // (a duplicate, refused). The lookup sees the rows this transaction just stored.
     let refused: Vec<&Candidate> = sealed
         .iter()
         .filter(|(id, _)| !stored.contains(id))
         .map(|(_, c)| c)
+        .chain(&again)
         .collect();
     let mut known_refs = HashSet::new();
     if !refused.is_empty() {
@@ -482,14 +487,20 @@ async fn store(
         .collect();
     }
 
+    let mut not_stored = |c: &Candidate, outbox: &mut Outbox| {
+        if known_refs.contains(&(c.campaign_id, c.contact.submission_ref.clone())) {
+            fates[c.slot] = Fate::AlreadyReceived;
+        } else {
+            duplicate_person(outbox, c, fates);
+        }
+    };
+    for c in &again {
+        not_stored(c, outbox);
+    }
     let mut accepted = Vec::with_capacity(stored.len());
     for (contact_id, c) in sealed {
         if !stored.contains(&contact_id) {
-            if known_refs.contains(&(c.campaign_id, c.contact.submission_ref.clone())) {
-                fates[c.slot] = Fate::AlreadyReceived;
-            } else {
-                duplicate_person(outbox, &c, fates);
-            }
+            not_stored(&c, outbox);
             continue;
         }
         let event_id = derived_id(&["accepted", &contact_id.to_string()]);
