@@ -348,6 +348,76 @@ async fn a_campaign_orders_its_calls_by_its_priority_rule() -> Result<()> {
     Ok(())
 }
 
+/// Waits until the scheduler has the dialer's report of an available agent on the campaign.
+async fn agent_known_available(scheduler: &PgPool, campaign: &str) -> Result<()> {
+    eventually(
+        WAIT,
+        "the agent's availability reaches the scheduler",
+        || async move {
+            let available: Option<i32> = sqlx::query_scalar(
+                "SELECT agents_available FROM campaign_staffing WHERE campaign_id = $1::uuid",
+            )
+            .bind(campaign)
+            .fetch_optional(scheduler)
+            .await?;
+            Ok((available.unwrap_or(0) >= 1).then_some(()))
+        },
+    )
+    .await
+}
+
+/// Budget is free and older contacts wait (the ticker, which would release them, sleeps for an
+/// hour here): contacts arriving now must wait behind them, not take the budget on arrival.
+#[tokio::test]
+async fn contacts_arriving_while_older_ones_wait_are_not_released_on_arrival() -> Result<()> {
+    let mut system = System::start().await?;
+    let campaign = campaign(&system, 3, 0.5, "fifo", &["rw-1"]).await?;
+    let scheduler = PgPool::connect(system.database_url("scheduler")).await?;
+    let mut agent = system.agent("rw-1").await?;
+    assert!(next_call(&mut agent).await?.is_none());
+    agent_known_available(&scheduler, &campaign).await?;
+    let (shutdown, running) = scheduler_on(
+        &mut system,
+        cnmas_domain::clock::system(),
+        Duration::from_secs(3600),
+    )
+    .await?;
+    // One call of budget: the first contact is released on arrival, two wait.
+    system
+        .submit(
+            FUND,
+            &campaign,
+            "sub-rw-a",
+            [5, 1, 3].map(people::flu).to_vec(),
+        )
+        .await?;
+    planned(&scheduler, &campaign, 3).await?;
+    assert_eq!(count(&scheduler, &campaign, "queued").await?, 1);
+    // The call ends (a wrong number closes the contact), so the budget is free again.
+    let call = lease(&mut agent).await?;
+    assert_eq!(name_of(&call), "Camille Nom5");
+    record(&mut agent, &call, wrong_number()).await?;
+    eventually(WAIT, "the budget freed", || {
+        let s = scheduler.clone();
+        let c = campaign.clone();
+        async move { Ok((count(&s, &c, "queued").await? == 0).then_some(())) }
+    })
+    .await?;
+    system
+        .submit(FUND, &campaign, "sub-rw-b", vec![people::flu(0)])
+        .await?;
+    planned(&scheduler, &campaign, 4).await?;
+    assert_eq!(
+        count(&scheduler, &campaign, "queued").await?,
+        0,
+        "the new contact did not pass the two waiting ones"
+    );
+    shutdown.cancel();
+    running.stopped().await;
+    system.stop().await;
+    Ok(())
+}
+
 /// Contacts that arrive while an agent waits are released at once (decision 0008), in the
 /// campaign's order within what arrived, but never ahead of older contacts still waiting.
 #[tokio::test]
@@ -362,24 +432,7 @@ async fn new_contacts_are_released_on_arrival_without_passing_older_ones() -> Re
         let mut agent = system.agent(agent_id).await?;
         // Asking for a call makes the agent available; wait until the scheduler knows it.
         assert!(next_call(&mut agent).await?.is_none());
-        eventually(
-            WAIT,
-            "the agent's availability reaches the scheduler",
-            || {
-                let s = scheduler.clone();
-                let c = campaign.clone();
-                async move {
-                    let available: Option<i32> = sqlx::query_scalar(
-                    "SELECT agents_available FROM campaign_staffing WHERE campaign_id = $1::uuid",
-                )
-                .bind(&c)
-                .fetch_optional(&s)
-                .await?;
-                    Ok((available.unwrap_or(0) >= 1).then_some(()))
-                }
-            },
-        )
-        .await?;
+        agent_known_available(&scheduler, &campaign).await?;
         // Born 1955, 1951, 1953: the budget (one call) goes to the first in the campaign's
         // order; the other two wait.
         system
@@ -615,6 +668,7 @@ async fn a_refusal_in_conversation_silences_the_person_for_sixty_days() -> Resul
 async fn scheduler_on(
     system: &mut System,
     clock: Arc<dyn Clock>,
+    tick: Duration,
 ) -> Result<(CancellationToken, cnmas_runtime::service::Running)> {
     system.stop_service("scheduler").await;
     let shutdown = CancellationToken::new();
@@ -633,7 +687,7 @@ async fn scheduler_on(
         cnmas_scheduler::Config {
             common,
             holidays: None,
-            tick: Duration::from_millis(100),
+            tick,
             retention: system.retention,
         },
         clock,
@@ -661,7 +715,8 @@ async fn after_the_end_date_open_contacts_close_as_campaign_ended() -> Result<()
     planned(&scheduler, &campaign, 3).await?;
     // The campaign ends in 30 days: move the scheduler's time 32 days ahead.
     let clock = FixedClock::shifted(Days::days(32));
-    let (shutdown, running) = scheduler_on(&mut system, Arc::new(clock)).await?;
+    let (shutdown, running) =
+        scheduler_on(&mut system, Arc::new(clock), Duration::from_millis(100)).await?;
     let got: Vec<(String, ContactResult)> = take(&results, 3, WAIT).await?;
     for (_, r) in &got {
         assert_eq!(r.final_status, FinalStatus::CampaignEnded as i32);
