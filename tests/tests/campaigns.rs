@@ -734,6 +734,70 @@ async fn after_the_end_date_open_contacts_close_as_campaign_ended() -> Result<()
     Ok(())
 }
 
+/// A set of calls comes from one scheduler transaction: one unusable call in it (a bug) sends
+/// the whole set to the dead-letter subject, for replay, and queues none of it.
+#[tokio::test]
+async fn a_set_of_calls_with_an_unusable_call_is_dead_lettered_whole() -> Result<()> {
+    let system = System::start().await?;
+    let campaign = campaign_without_agents(&system, -1.0).await?;
+    let dialer = PgPool::connect(system.database_url("dialer-queue")).await?;
+    let mut dead = system
+        .nats
+        .subscribe(
+            system
+                .ns
+                .subject(&subjects::dead_letter("dialer-queue", "dialer_scheduler")),
+        )
+        .await?;
+    let call = |contact: String| {
+        let id = Uuid::new_v4().to_string();
+        cnmas_proto::scheduler::CallDue {
+            envelope: Some(envelope(id, FUND, &campaign, &contact, Utc::now())),
+            call_id: format!("{contact}-1"),
+            contact_id: contact,
+            person_key: "pk-set".into(),
+            attempt_number: 1,
+            due_at: Some(timestamp(Utc::now())),
+            window_end: Some(timestamp(Utc::now() + Days::hours(2))),
+            priority_key: 1,
+            time_zone: "Europe/Paris".into(),
+            territory: "FR".into(),
+            department: "75".into(),
+            callback_agent_id: String::new(),
+        }
+    };
+    let good = Uuid::new_v4();
+    let id = Uuid::new_v4().to_string();
+    system
+        .publisher
+        .publish(
+            &subjects::event("scheduler", "calls_due"),
+            &id,
+            &cnmas_proto::scheduler::CallsDue {
+                calls: vec![call(good.to_string()), call("not-a-uuid".into())],
+            },
+        )
+        .await?;
+    let msg = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut dead))
+        .await?
+        .context("a dead letter")?;
+    let headers = msg.headers.context("dead-letter headers")?;
+    assert_eq!(
+        headers.get("Cnmas-Original-Event-Id").map(|v| v.as_str()),
+        Some(id.as_str())
+    );
+    assert!(headers
+        .get("Cnmas-Dead-Letter-Reason")
+        .is_some_and(|r| r.as_str().contains("bad ids")));
+    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM queue WHERE contact_id = $1")
+        .bind(good)
+        .fetch_one(&dialer)
+        .await?;
+    assert_eq!(queued, 0, "nothing of the set was queued");
+    system.stop().await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_contact_without_territory_is_closed_and_reported() -> Result<()> {
     let system = System::start().await?;
