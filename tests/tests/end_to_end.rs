@@ -567,6 +567,74 @@ async fn an_expired_lease_returns_the_call_to_the_queue() -> Result<()> {
 }
 
 #[tokio::test]
+async fn an_agent_asking_again_keeps_its_call_and_an_outcome_counts_once() -> Result<()> {
+    let system = System::start().await?;
+    let campaign = system
+        .active_campaign(FUND, Theme::FluVaccination, &["agent-a"])
+        .await?;
+    system
+        .submit(
+            FUND,
+            &campaign,
+            "twice",
+            vec![people::flu(1), people::flu(2)],
+        )
+        .await?;
+    let pool = sqlx::PgPool::connect(system.database_url("dialer-queue")).await?;
+    let agent_state = || async {
+        sqlx::query_scalar::<_, String>("SELECT state FROM agents WHERE agent_id = 'agent-a'")
+            .fetch_one(&pool)
+            .await
+    };
+    let mut agent = system.agent("agent-a").await?;
+    let first = lease(&mut agent).await?;
+    assert_eq!(agent_state().await?, "on_call");
+    // Asking again (a reloaded page) returns the same call under the same lease.
+    let again = next_call(&mut agent).await?.expect("the held call");
+    assert_eq!(again.call_id, first.call_id);
+    assert_eq!(again.lease, first.lease);
+    let refused = || Kind::RefusedInterview(RefusedInterview {});
+    record(&mut agent, &first, refused()).await?;
+    assert_eq!(agent_state().await?, "wrap_up");
+    // The same outcome sent twice (a double click) is refused the second time, and nothing of
+    // it is written.
+    let twice = agent
+        .record_outcome(RecordOutcomeRequest {
+            lease_id: first.lease.clone().unwrap_or_default().lease_id,
+            disposition: Some(Disposition {
+                kind: Some(refused()),
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(twice.code(), Code::FailedPrecondition);
+    assert!(twice.message().starts_with("lease_id: lease.lost"));
+    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(attempts, 1);
+    // The next request leases the other contact.
+    let second = lease(&mut agent).await?;
+    assert_ne!(second.call_id, first.call_id);
+    // With nothing left, the agent is available; the state log kept every change.
+    record(&mut agent, &second, refused()).await?;
+    assert!(next_call(&mut agent).await?.is_none());
+    assert_eq!(agent_state().await?, "available");
+    let logged: Vec<String> = sqlx::query_scalar(
+        "SELECT state FROM agent_state_log WHERE agent_id = 'agent-a' ORDER BY ended_at",
+    )
+    .fetch_all(&pool)
+    .await?;
+    assert_eq!(
+        logged[logged.len() - 4..],
+        ["on_call", "wrap_up", "on_call", "wrap_up"]
+    );
+    pool.close().await;
+    system.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
 async fn an_auditor_sees_who_viewed_which_contact_and_when() -> Result<()> {
     use cnmas_proto::intake::{list_card_views_request::Subject, ListCardViewsRequest};
     let system = System::start().await?;

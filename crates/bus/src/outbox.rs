@@ -86,17 +86,34 @@ impl Outbox {
         if n == 0 {
             return Ok(0);
         }
-        sqlx::query(
-            "INSERT INTO bus_outbox (event_id, subject, payload, traceparent)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bytea[], $4::text[])",
-        )
-        .bind(std::mem::take(&mut self.event_ids))
-        .bind(std::mem::take(&mut self.subjects))
-        .bind(std::mem::take(&mut self.payloads))
-        .bind(std::mem::take(&mut self.traceparents))
-        .execute(conn)
-        .await?;
+        self.bind(sqlx::query(&Self::insert(1)))
+            .execute(conn)
+            .await?;
         Ok(n)
+    }
+
+    /// The statement that writes an outbox, its four arrays bound from `$first` on (see
+    /// [`Outbox::bind`]). A hot path may use it as one step of a larger statement, adding a
+    /// `WHERE` that ties the events to the state change they announce: one round trip instead
+    /// of a transaction of several.
+    pub fn insert(first: usize) -> String {
+        let [a, b, c, d] = [first, first + 1, first + 2, first + 3];
+        format!(
+            "INSERT INTO bus_outbox (event_id, subject, payload, traceparent)
+             SELECT * FROM UNNEST(${a}::text[], ${b}::text[], ${c}::bytea[], ${d}::text[])"
+        )
+    }
+
+    /// Binds the queued events, in the order [`Outbox::insert`] expects, and empties the outbox.
+    pub fn bind<'q>(
+        &mut self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        query
+            .bind(std::mem::take(&mut self.event_ids))
+            .bind(std::mem::take(&mut self.subjects))
+            .bind(std::mem::take(&mut self.payloads))
+            .bind(std::mem::take(&mut self.traceparents))
     }
 }
 

@@ -22,6 +22,10 @@ pub struct AgentApi {
     pub state: Arc<State>,
 }
 
+fn lease_lost() -> Status {
+    Status::failed_precondition("lease_id: lease.lost: this call is no longer yours")
+}
+
 fn internal(e: impl std::fmt::Display) -> Status {
     tracing::error!(error = %e, "agent API failure");
     Status::internal("internal error")
@@ -61,6 +65,66 @@ const BEST_OF_EACH_CAMPAIGN: &str = "
         FOR UPDATE OF q SKIP LOCKED) AS best
     WHERE ac.agent_id = $1
     ORDER BY best.priority_key, best.due_at LIMIT 1";
+
+/// NextCall in one statement: the call the agent already holds, else an own callback, else
+/// the best free call (each step runs only when the one before found nothing), leased, and the
+/// agent moved to "on call" (or "available" when nothing is due). One round trip and one
+/// commit per lease; the columns are NULL when nothing is due, and `registered` is false for
+/// an agent the dialer does not know.
+static NEXT_CALL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH held AS (
+             SELECT q.call_id FROM queue q
+             WHERE q.leased_by = $1 AND q.lease_expires_at > $2 LIMIT 1),
+         own AS ({OWN_CALLBACK}),
+         best AS ({BEST_OF_EACH_CAMPAIGN}),
+         pick AS (
+             SELECT call_id, true AS held FROM held
+             UNION ALL SELECT call_id, false FROM own
+             UNION ALL SELECT call_id, false FROM best
+             LIMIT 1),
+         leased AS (
+             UPDATE queue q SET lease_id = $3, leased_by = $1, leased_at = $2,
+                 lease_expires_at = $2 + make_interval(secs => $4)
+             FROM pick, campaigns c
+             WHERE q.call_id = pick.call_id AND NOT pick.held AND c.campaign_id = q.campaign_id
+             RETURNING {LEASE_COLUMNS}),
+         kept AS (
+             SELECT {LEASE_COLUMNS} FROM queue q JOIN campaigns c USING (campaign_id)
+             JOIN pick ON pick.call_id = q.call_id AND pick.held),
+         {}
+         SELECT EXISTS (SELECT 1 FROM agent_new) AS registered, call.*
+         FROM (SELECT 1) AS one
+         LEFT JOIN (SELECT * FROM leased UNION ALL SELECT * FROM kept) AS call ON true",
+        staffing::transition_steps(
+            "(CASE WHEN EXISTS (SELECT 1 FROM pick) THEN 'on_call' ELSE 'available' END)",
+            "''",
+            "true",
+        )
+    )
+});
+
+/// RecordOutcome's write in one statement: the call leaves the queue if lease `$2` of agent
+/// `$1` still holds it, and only then are its attempt, its events and the agent's wrap-up
+/// written. Returns whether the call was taken.
+static RECORD_OUTCOME: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH call AS (
+             DELETE FROM queue WHERE lease_id = $2 AND leased_by = $1
+             RETURNING call_id, contact_id, campaign_id, attempt_number, leased_at),
+         attempt AS (
+             INSERT INTO attempts (attempt_id, call_id, contact_id, campaign_id, agent_id,
+                 attempt_number, outcome, leased_at, recorded_at, callback_at)
+             SELECT $3, call_id, contact_id, campaign_id, $1, attempt_number, $4, leased_at, $5,
+                 $6
+             FROM call),
+         events AS ({} WHERE EXISTS (SELECT 1 FROM call)),
+         {}
+         SELECT EXISTS (SELECT 1 FROM call)",
+        Outbox::insert(7),
+        staffing::transition_steps("'wrap_up'", "''", "EXISTS (SELECT 1 FROM call)")
+    )
+});
 
 impl AgentApi {
     /// A request to intake under a short-lived service token of the dialer's own.
@@ -129,71 +193,27 @@ impl AgentService for AgentApi {
         let who = principal(&req)?;
         let agent_id = who.agent_id()?.to_string();
         let pool = &self.state.base.pool;
-        let now = Utc::now();
-        // An agent holds one call at a time: asking again returns the call already leased.
-        let mut conn = pool.acquire().await.map_err(internal)?;
-        let held = sqlx::query(&format!(
-            "SELECT {LEASE_COLUMNS} FROM queue q JOIN campaigns c USING (campaign_id)
-             WHERE q.leased_by = $1 AND q.lease_expires_at > $2 LIMIT 1"
-        ))
-        .bind(&agent_id)
-        .bind(now)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(internal)?;
-        let row = match held {
-            Some(r) => r,
-            None => {
-                let lease_id = Uuid::new_v4();
-                let mut leased = None;
-                for candidates in [OWN_CALLBACK, BEST_OF_EACH_CAMPAIGN] {
-                    leased = sqlx::query(&format!(
-                        "WITH candidate AS ({candidates})
-                         UPDATE queue q SET lease_id = $3, leased_by = $1, leased_at = $2,
-                             lease_expires_at = $2 + make_interval(secs => $4)
-                         FROM candidate, campaigns c
-                         WHERE q.call_id = candidate.call_id AND c.campaign_id = q.campaign_id
-                         RETURNING {LEASE_COLUMNS}"
-                    ))
-                    .bind(&agent_id)
-                    .bind(now)
-                    .bind(lease_id)
-                    .bind(self.state.lease.as_secs_f64())
-                    .bind(CALLBACK_EXCLUSIVITY_MINUTES as i32)
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(internal)?;
-                    if leased.is_some() {
-                        break;
-                    }
-                }
-                match leased {
-                    Some(r) => r,
-                    None => {
-                        // Asking for a call makes the agent available (from sign-out, pause or
-                        // wrap-up). With a call, the agent goes straight to "on call" below:
-                        // one state change per lease, not an instant of "available" before it.
-                        staffing::transition(&mut conn, &agent_id, AgentState::Available, "")
-                            .await
-                            .map_err(internal)?
-                            .ok_or_else(|| {
-                                Status::permission_denied(
-                                    "this agent is not registered in the dialer",
-                                )
-                            })?;
-                        return Ok(Response::new(pb::NextCallResponse {
-                            result: Some(pb::next_call_response::Result::NothingDue(
-                                pb::NothingDue {
-                                    message: "Aucun appel à passer pour le moment : la file est vide ou les plages d'appel sont fermées.".into(),
-                                },
-                            )),
-                        }));
-                    }
-                }
-            }
-        };
-        let _ = staffing::transition(&mut conn, &agent_id, AgentState::OnCall, "").await;
-        drop(conn);
+        let row = sqlx::query(&NEXT_CALL)
+            .bind(&agent_id)
+            .bind(Utc::now())
+            .bind(Uuid::new_v4())
+            .bind(self.state.lease.as_secs_f64())
+            .bind(CALLBACK_EXCLUSIVITY_MINUTES as i32)
+            .fetch_one(pool)
+            .await
+            .map_err(internal)?;
+        if !row.get::<bool, _>("registered") {
+            return Err(Status::permission_denied(
+                "this agent is not registered in the dialer",
+            ));
+        }
+        if row.get::<Option<Uuid>, _>("lease_id").is_none() {
+            return Ok(Response::new(pb::NextCallResponse {
+                result: Some(pb::next_call_response::Result::NothingDue(pb::NothingDue {
+                    message: "Aucun appel à passer pour le moment : la file est vide ou les plages d'appel sont fermées.".into(),
+                })),
+            }));
+        }
         match self.card(&agent_id, &row).await {
             Ok(call) => {
                 metrics::counter!("cnmas_dialer_leases_total").increment(1);
@@ -204,10 +224,12 @@ impl AgentService for AgentApi {
             Err(status) => {
                 // Without its card the call cannot be made: give it back at once.
                 let _ = sqlx::query(
-                    "UPDATE queue SET lease_id = NULL, leased_by = NULL, lease_expires_at = NULL
-                     WHERE lease_id = $1",
+                    "UPDATE queue SET lease_id = NULL, leased_by = NULL, leased_at = NULL,
+                         lease_expires_at = NULL
+                     WHERE lease_id = $1 AND leased_by = $2",
                 )
                 .bind(row.get::<Uuid, _>("lease_id"))
+                .bind(&agent_id)
                 .execute(pool)
                 .await;
                 Err(status)
@@ -233,9 +255,7 @@ impl AgentService for AgentApi {
         .fetch_optional(&self.state.base.pool)
         .await
         .map_err(internal)?;
-        let expires = expires.ok_or_else(|| {
-            Status::failed_precondition("lease_id: lease.lost: this call is no longer yours")
-        })?;
+        let expires = expires.ok_or_else(lease_lost)?;
         Ok(Response::new(pb::Lease {
             lease_id: lease_id.to_string(),
             expires_at: Some(timestamp(expires)),
@@ -252,22 +272,21 @@ impl AgentService for AgentApi {
         let lease_id = Uuid::parse_str(&r.lease_id)
             .map_err(|_| Status::invalid_argument("lease_id: uuid: not a lease id"))?;
         let pool = &self.state.base.pool;
-        let mut tx = pool.begin().await.map_err(internal)?;
+        // Read without a lock: the write below takes the call only if this lease still holds
+        // it, so a lease lost in between (expired, or a second submission) writes nothing.
         let call = sqlx::query(
             "SELECT q.call_id, q.contact_id, q.campaign_id, q.fund_code, q.person_key,
                     q.attempt_number, q.leased_at, q.territory, q.department,
                     c.theme, c.calling_policy
              FROM queue q JOIN campaigns c USING (campaign_id)
-             WHERE q.lease_id = $1 AND q.leased_by = $2 FOR UPDATE OF q",
+             WHERE q.lease_id = $1 AND q.leased_by = $2",
         )
         .bind(lease_id)
         .bind(&agent_id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(pool)
         .await
         .map_err(internal)?
-        .ok_or_else(|| {
-            Status::failed_precondition("lease_id: lease.lost: this call is no longer yours")
-        })?;
+        .ok_or_else(lease_lost)?;
 
         let territory: Territory = call
             .get::<String, _>("territory")
@@ -302,30 +321,6 @@ impl AgentService for AgentApi {
         let person_key: String = call.get("person_key");
         let leased_at: DateTime<Utc> = call.get("leased_at");
         let attempt_number: i32 = call.get("attempt_number");
-        sqlx::query("DELETE FROM queue WHERE call_id = $1")
-            .bind(&call_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(internal)?;
-        sqlx::query(
-            "INSERT INTO attempts (attempt_id, call_id, contact_id, campaign_id, agent_id,
-                 attempt_number, outcome, leased_at, recorded_at, callback_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(attempt_id)
-        .bind(&call_id)
-        .bind(contact_id)
-        .bind(campaign_id)
-        .bind(&agent_id)
-        .bind(attempt_number)
-        .bind(checked.outcome.code())
-        .bind(leased_at)
-        .bind(now)
-        .bind(checked.callback_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(internal)?;
-
         let mut outbox = Outbox::new();
         let attempt = attempt_id.to_string();
         let campaign = campaign_id.to_string();
@@ -368,11 +363,23 @@ impl AgentService for AgentApi {
                 },
             );
         }
-        staffing::transition(&mut tx, &agent_id, AgentState::WrapUp, "")
+        let recorded: bool = outbox
+            .bind(
+                sqlx::query(&RECORD_OUTCOME)
+                    .bind(&agent_id)
+                    .bind(lease_id)
+                    .bind(attempt_id)
+                    .bind(checked.outcome.code())
+                    .bind(now)
+                    .bind(checked.callback_at),
+            )
+            .fetch_one(pool)
             .await
-            .map_err(internal)?;
-        outbox.flush(&mut tx).await.map_err(internal)?;
-        tx.commit().await.map_err(internal)?;
+            .map_err(internal)?
+            .get(0);
+        if !recorded {
+            return Err(lease_lost());
+        }
         self.state.base.relay.wake();
         metrics::counter!("cnmas_dialer_attempts_total", "outcome" => checked.outcome.code())
             .increment(1);
@@ -400,9 +407,7 @@ impl AgentService for AgentApi {
         .fetch_optional(&self.state.base.pool)
         .await
         .map_err(internal)?
-        .ok_or_else(|| {
-            Status::failed_precondition("lease_id: lease.lost: this call is no longer yours")
-        })?;
+        .ok_or_else(lease_lost)?;
         let req = self.to_intake(cnmas_proto::intake::RevealCardFieldRequest {
             contact_id: call.get::<Uuid, _>("contact_id").to_string(),
             campaign_id: call.get::<Uuid, _>("campaign_id").to_string(),

@@ -34,6 +34,28 @@ pub fn state_from_code(s: &str) -> AgentState {
 /// An agent who has not used the API for this long counts as signed out.
 pub const SILENCE_MINUTES: i32 = 10;
 
+/// The steps of a state change, to be spliced into a `WITH` so that the change is part of the
+/// statement that causes it (a lease, an outcome): `agent_old` locks the agent `$1` when
+/// `guard` holds, `agent_new` sets `state` and `reason` (SQL expressions) and returns when the
+/// agent entered the state, `agent_log` logs the time spent in the previous state.
+pub fn transition_steps(state: &str, reason: &str, guard: &str) -> String {
+    format!(
+        "agent_old AS (
+             SELECT agent_id, state, pause_reason, state_since FROM agents
+             WHERE agent_id = $1 AND {guard} FOR UPDATE),
+         agent_new AS (
+             UPDATE agents a SET state = {state}, pause_reason = {reason}, last_seen = now(),
+                 state_since = CASE WHEN o.state = {state} AND o.pause_reason = {reason}
+                                    THEN o.state_since ELSE now() END
+             FROM agent_old o WHERE a.agent_id = o.agent_id
+             RETURNING a.state_since),
+         agent_log AS (
+             INSERT INTO agent_state_log (agent_id, state, pause_reason, started_at, ended_at)
+             SELECT agent_id, state, pause_reason, state_since, now() FROM agent_old o
+             WHERE NOT (o.state = {state} AND o.pause_reason = {reason}))"
+    )
+}
+
 /// Moves an agent to `state` (logging the time spent in the previous one) and marks it seen.
 /// Returns when the agent entered the state, or `None` if the agent is not registered.
 pub async fn transition(
@@ -42,27 +64,18 @@ pub async fn transition(
     state: AgentState,
     pause_reason: &str,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar(
-        "WITH old AS (
-             SELECT agent_id, state, pause_reason, state_since FROM agents
-             WHERE agent_id = $1 FOR UPDATE),
-         upd AS (
-             UPDATE agents a SET state = $2, pause_reason = $3, last_seen = now(),
-                 state_since = CASE WHEN old.state = $2 AND old.pause_reason = $3
-                                    THEN old.state_since ELSE now() END
-             FROM old WHERE a.agent_id = old.agent_id
-             RETURNING a.state_since),
-         log AS (
-             INSERT INTO agent_state_log (agent_id, state, pause_reason, started_at, ended_at)
-             SELECT agent_id, state, pause_reason, state_since, now() FROM old
-             WHERE NOT (old.state = $2 AND old.pause_reason = $3))
-         SELECT state_since FROM upd",
-    )
-    .bind(agent_id)
-    .bind(state_code(state))
-    .bind(pause_reason)
-    .fetch_optional(conn)
-    .await
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WITH {} SELECT state_since FROM agent_new",
+            transition_steps("$2", "$3", "true")
+        )
+    });
+    sqlx::query_scalar(&SQL)
+        .bind(agent_id)
+        .bind(state_code(state))
+        .bind(pause_reason)
+        .fetch_optional(conn)
+        .await
 }
 
 /// Every few seconds, for each active campaign, how many of its agents can take calls.

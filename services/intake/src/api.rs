@@ -105,12 +105,24 @@ impl IntakeService for IntakeApi {
             ));
         }
         let pool = &self.state.base.pool;
+        // The view is audited by the statement that reads the card: one round trip, and no
+        // card leaves without its audit row committed.
+        let viewed_at = Utc::now();
         let row = sqlx::query(
-            "SELECT theme, territory, key_id, nonce, sealed, ameli_code_erased_at IS NOT NULL AS erased
-             FROM contacts WHERE contact_id = $1 AND campaign_id = $2",
+            "WITH card AS (
+                 SELECT theme, territory, key_id, nonce, sealed,
+                        ameli_code_erased_at IS NOT NULL AS erased
+                 FROM contacts WHERE contact_id = $1 AND campaign_id = $2),
+             audit AS (
+                 INSERT INTO card_audit (contact_id, campaign_id, agent_id, lease_id, action, at)
+                 SELECT $1, $2, $3, $4, 'view', $5 FROM card)
+             SELECT * FROM card",
         )
         .bind(contact_id)
         .bind(campaign_id)
+        .bind(r.agent_id.trim())
+        .bind(r.lease_id.trim())
+        .bind(viewed_at)
         .fetch_optional(pool)
         .await
         .map_err(internal)?
@@ -127,19 +139,6 @@ impl IntakeService for IntakeApi {
             )
             .map_err(internal)?;
         let stored: HashMap<String, String> = serde_json::from_slice(&plain).map_err(internal)?;
-        let viewed_at = Utc::now();
-        sqlx::query(
-            "INSERT INTO card_audit (contact_id, campaign_id, agent_id, lease_id, action, at)
-             VALUES ($1, $2, $3, $4, 'view', $5)",
-        )
-        .bind(contact_id)
-        .bind(campaign_id)
-        .bind(r.agent_id.trim())
-        .bind(r.lease_id.trim())
-        .bind(viewed_at)
-        .execute(pool)
-        .await
-        .map_err(internal)?;
 
         let code_erased: bool = row.get("erased");
         let spec = theme.spec();
