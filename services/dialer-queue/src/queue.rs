@@ -210,15 +210,15 @@ pub async fn run_sweeper(state: Arc<State>) {
 /// Both statements run every second. They are planned at each run (`persistent(false)`): a
 /// plan prepared once, when the queue was empty, scans the whole table, and a queue that grows
 /// by a million rows faster than autovacuum analyses it keeps that plan (measured: 165 ms a run
-/// at 1,000,000 queued calls, well under a millisecond through the indexes). Each tests "not
-/// leased" / "leased" with the column of the partial index it should use (queue_window,
-/// queue_agent).
+/// at 1,000,000 queued calls, well under a millisecond through the indexes). Each tests
+/// "leased" / "not leased" on lease_id, the column of the partial index it should use
+/// (queue_expiry, queue_window).
 async fn return_closed_windows(state: &State) -> Result<(), sqlx::Error> {
     // Expired leases give their call back to the queue (the agent's later outcome is refused).
     let freed = sqlx::query(
         "UPDATE queue SET lease_id = NULL, leased_by = NULL, leased_at = NULL,
              lease_expires_at = NULL
-         WHERE leased_by IS NOT NULL AND lease_expires_at < now()",
+         WHERE lease_id IS NOT NULL AND lease_expires_at < now()",
     )
     .persistent(false)
     .execute(&state.base.pool)
