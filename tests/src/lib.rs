@@ -634,6 +634,22 @@ where
     }
 }
 
+/// Waits (up to `within`) until `count_sql`, a `SELECT count(*) …` without parameters, returns
+/// `expected`.
+pub async fn wait_for_count(
+    within: Duration,
+    pool: &sqlx::PgPool,
+    count_sql: &str,
+    expected: i64,
+    what: &str,
+) -> Result<()> {
+    eventually(within, what, || async {
+        let n: i64 = sqlx::query_scalar(count_sql).fetch_one(pool).await?;
+        Ok((n == expected).then_some(()))
+    })
+    .await
+}
+
 /// Fictitious insured people for the flu theme, with valid NIRs.
 pub mod people {
     use cnmas_proto::common::PostalAddress;

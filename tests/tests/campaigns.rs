@@ -17,7 +17,8 @@ use cnmas_proto::support::{envelope, timestamp};
 use cnmas_runtime::auth::Role;
 use cnmas_runtime::CommonConfig;
 use cnmas_system_tests::{
-    eventually, lease, next_call, people, record, take, test_campaign, System, JWT_SECRET,
+    eventually, lease, next_call, people, record, take, test_campaign, wait_for_count, System,
+    JWT_SECRET,
 };
 use sqlx::PgPool;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -144,15 +145,13 @@ async fn cancelling_closes_every_open_contact_and_empties_the_queue() -> Result<
         .submit(FUND, &campaign, "sub-c", (0..4).map(people::flu).collect())
         .await?;
     let dialer = PgPool::connect(system.database_url("dialer-queue")).await?;
-    eventually(WAIT, "four calls queued", || {
-        let dialer = dialer.clone();
-        async move {
-            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM queue")
-                .fetch_one(&dialer)
-                .await?;
-            Ok((n == 4).then_some(()))
-        }
-    })
+    wait_for_count(
+        WAIT,
+        &dialer,
+        "SELECT count(*) FROM queue",
+        4,
+        "four calls queued",
+    )
     .await?;
 
     // A fund cannot cancel another fund's campaign, not even learn it exists.
@@ -196,15 +195,13 @@ async fn cancelling_closes_every_open_contact_and_empties_the_queue() -> Result<
     for (_, r) in &got {
         assert_eq!(r.final_status, FinalStatus::CampaignCancelled as i32);
     }
-    eventually(WAIT, "the queue emptied", || {
-        let dialer = dialer.clone();
-        async move {
-            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM queue")
-                .fetch_one(&dialer)
-                .await?;
-            Ok((n == 0).then_some(()))
-        }
-    })
+    wait_for_count(
+        WAIT,
+        &dialer,
+        "SELECT count(*) FROM queue",
+        0,
+        "the queue emptied",
+    )
     .await?;
     let scheduler = PgPool::connect(system.database_url("scheduler")).await?;
     assert_eq!(count(&scheduler, &campaign, "closed").await?, 4);

@@ -11,7 +11,7 @@ use cnmas_proto::results::ContactResult;
 use cnmas_proto::scheduler::CampaignTransitionRequest;
 use cnmas_proto::support::envelope;
 use cnmas_runtime::auth::Role;
-use cnmas_system_tests::{eventually, people, take, System};
+use cnmas_system_tests::{eventually, people, take, wait_for_count, System};
 use std::time::Duration;
 
 const FUND: &str = "751";
@@ -41,15 +41,13 @@ async fn a_person_who_opted_out_with_the_fund_is_never_called() -> Result<()> {
         .publish(&subjects::fund_in(FUND, "consent"), "optout-1", &update)
         .await?;
     let pool = sqlx::PgPool::connect(system.database_url("consent")).await?;
-    eventually(WAIT, "the opt-out registered", || {
-        let pool = pool.clone();
-        async move {
-            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM register WHERE opted_out")
-                .fetch_one(&pool)
-                .await?;
-            Ok((n == 1).then_some(()))
-        }
-    })
+    wait_for_count(
+        WAIT,
+        &pool,
+        "SELECT count(*) FROM register WHERE opted_out",
+        1,
+        "the opt-out registered",
+    )
     .await?;
     // The consent register holds no identifier, only the person key.
     let stored: Vec<String> = sqlx::query_scalar("SELECT person_key FROM register")
@@ -122,18 +120,13 @@ async fn an_opt_out_from_the_fund_withdraws_a_call_already_queued() -> Result<()
         .submit(FUND, &campaign, "queued", vec![people::flu(7)])
         .await?;
     let dialer = sqlx::PgPool::connect(system.database_url("dialer-queue")).await?;
-    let queued = || {
-        let pool = dialer.clone();
-        async move {
-            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM queue")
-                .fetch_one(&pool)
-                .await?;
-            anyhow::Ok(n)
-        }
-    };
-    eventually(WAIT, "the call queued", || async {
-        Ok((queued().await? == 1).then_some(()))
-    })
+    wait_for_count(
+        WAIT,
+        &dialer,
+        "SELECT count(*) FROM queue",
+        1,
+        "the call queued",
+    )
     .await?;
 
     // The person calls the fund and refuses phone calls; the fund passes it on.
@@ -153,9 +146,13 @@ async fn an_opt_out_from_the_fund_withdraws_a_call_already_queued() -> Result<()
     );
     // The dialer withdraws the call on the same closure as the results service reports it,
     // each on its own consumer: either may come first.
-    eventually(WAIT, "the queued call withdrawn", || async {
-        Ok((queued().await? == 0).then_some(()))
-    })
+    wait_for_count(
+        WAIT,
+        &dialer,
+        "SELECT count(*) FROM queue",
+        0,
+        "the queued call withdrawn",
+    )
     .await?;
     let mut agent = system.agent("agent-1").await?;
     let next = agent.next_call(NextCallRequest {}).await?.into_inner();
@@ -178,16 +175,7 @@ async fn pausing_a_campaign_stops_new_calls_and_resuming_restores_them() -> Resu
         .submit(FUND, &campaign, "s", (0..3).map(people::flu).collect())
         .await?;
     let pool = sqlx::PgPool::connect(system.database_url("dialer-queue")).await?;
-    eventually(WAIT, "calls queued", || {
-        let pool = pool.clone();
-        async move {
-            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM queue")
-                .fetch_one(&pool)
-                .await?;
-            Ok((n == 3).then_some(()))
-        }
-    })
-    .await?;
+    wait_for_count(WAIT, &pool, "SELECT count(*) FROM queue", 3, "calls queued").await?;
     let mut fund = system
         .campaigns(system.token(Role::Fund, Some(FUND), None))
         .await?;
@@ -311,15 +299,13 @@ async fn bad_messages_from_a_fund_are_answered_and_never_stop_the_good_ones() ->
         ]
     );
     let intake = sqlx::PgPool::connect(system.database_url("intake")).await?;
-    eventually(WAIT, "the good contact stored", || {
-        let pool = intake.clone();
-        async move {
-            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM contacts")
-                .fetch_one(&pool)
-                .await?;
-            Ok((n == 1).then_some(()))
-        }
-    })
+    wait_for_count(
+        WAIT,
+        &intake,
+        "SELECT count(*) FROM contacts",
+        1,
+        "the good contact stored",
+    )
     .await?;
     // The vault holds no identifier or name in clear.
     let sealed: Vec<Vec<u8>> = sqlx::query_scalar("SELECT sealed FROM contacts")

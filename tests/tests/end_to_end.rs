@@ -13,7 +13,9 @@ use cnmas_proto::intake::contact_submission::Person;
 use cnmas_proto::intake::ContactRejected;
 use cnmas_proto::results::{ContactChangeNotice, ContactResult, FollowUpNotice};
 use cnmas_runtime::auth::Role;
-use cnmas_system_tests::{eventually, lease, next_call, people, record, take, System};
+use cnmas_system_tests::{
+    eventually, lease, next_call, people, record, take, wait_for_count, System,
+};
 use std::collections::HashSet;
 use std::time::Duration;
 use tonic::Code;
@@ -224,15 +226,13 @@ async fn a_person_already_in_the_campaign_under_another_reference_is_rejected() 
         .submit(FUND, &campaign, "first", vec![people::flu(3)])
         .await?;
     let pool = sqlx::PgPool::connect(system.database_url("intake")).await?;
-    eventually(WAIT, "the first contact stored", || {
-        let pool = pool.clone();
-        async move {
-            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM contacts")
-                .fetch_one(&pool)
-                .await?;
-            Ok((n == 1).then_some(()))
-        }
-    })
+    wait_for_count(
+        WAIT,
+        &pool,
+        "SELECT count(*) FROM contacts",
+        1,
+        "the first contact stored",
+    )
     .await?;
     // Later: the same person under a new reference, with a new person, and the first message's
     // contact again (already received: nothing said).
@@ -490,15 +490,13 @@ async fn a_call_is_never_leased_to_two_agents_at_once() -> Result<()> {
         .submit(FUND, &campaign, "many", (0..n).map(people::flu).collect())
         .await?;
     let pool = sqlx::PgPool::connect(system.database_url("dialer-queue")).await?;
-    eventually(WAIT, "every call queued", || {
-        let pool = pool.clone();
-        async move {
-            let q: i64 = sqlx::query_scalar("SELECT count(*) FROM queue")
-                .fetch_one(&pool)
-                .await?;
-            Ok((q == n as i64).then_some(()))
-        }
-    })
+    wait_for_count(
+        WAIT,
+        &pool,
+        "SELECT count(*) FROM queue",
+        n as i64,
+        "every call queued",
+    )
     .await?;
     // Every agent leases as fast as it can, concurrently, until nothing is left.
     let mut tasks = Vec::new();
