@@ -167,19 +167,22 @@ impl BatchHandler for Screening {
             let suppressed = opted_out.contains(&(a.person_key.clone(), "*".into()))
                 || opted_out.contains(&(a.person_key.clone(), theme.to_string()));
             let now = Utc::now();
+            let envelope_of = |event_id: &str| {
+                Some(envelope(
+                    event_id.to_string(),
+                    &env.fund_code,
+                    &env.campaign_id,
+                    &env.event_id,
+                    now,
+                ))
+            };
             if suppressed {
                 let event_id = derived_id(&["suppressed", &a.contact_id]);
                 outbox.push(
                     subjects::event(SERVICE, "contact_suppressed"),
                     &event_id,
                     &ContactSuppressed {
-                        envelope: Some(envelope(
-                            event_id.clone(),
-                            &env.fund_code,
-                            &env.campaign_id,
-                            &env.event_id,
-                            now,
-                        )),
+                        envelope: envelope_of(&event_id),
                         contact_id: a.contact_id.clone(),
                         channel: channel_to_proto(Channel::Phone) as i32,
                         reason: "consent.opted_out".into(),
@@ -188,13 +191,7 @@ impl BatchHandler for Screening {
             } else {
                 let event_id = derived_id(&["cleared", &a.contact_id]);
                 cleared.push(ContactCleared {
-                    envelope: Some(envelope(
-                        event_id.clone(),
-                        &env.fund_code,
-                        &env.campaign_id,
-                        &env.event_id,
-                        now,
-                    )),
+                    envelope: envelope_of(&event_id),
                     contact_id: a.contact_id.clone(),
                     person_key: a.person_key.clone(),
                     theme: a.theme,
