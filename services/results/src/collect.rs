@@ -463,15 +463,24 @@ pub(crate) async fn publish_ready(
     .bind(touched)
     .execute(&mut *tx)
     .await?;
+    // Every table is read by one lookup per contact. Written as joins and `EXISTS`, the plan
+    // cached while the tables had no statistics hashed the whole `interviews` table at every
+    // batch (measured: 3.4 ms a batch at 40,000 interviews, growing with the campaign).
     let ready = sqlx::query(
         "SELECT cl.contact_id, cl.campaign_id, cl.fund_code, cl.final_status, cl.attempts,
                 cl.reason, cl.closed_at, c.submission_ref
-         FROM closures cl JOIN contacts c USING (contact_id)
-         WHERE cl.contact_id = ANY($1)
-           AND NOT EXISTS (SELECT 1 FROM results r WHERE r.contact_id = cl.contact_id)
-           AND (SELECT count(*) FROM attempts a WHERE a.contact_id = cl.contact_id) >= cl.attempts
-           AND (cl.final_status <> $2
-                OR EXISTS (SELECT 1 FROM interviews i WHERE i.contact_id = cl.contact_id))",
+         FROM (SELECT DISTINCT id FROM UNNEST($1::uuid[]) AS id) AS t
+         CROSS JOIN LATERAL (SELECT * FROM closures WHERE contact_id = t.id LIMIT 1) AS cl
+         CROSS JOIN LATERAL (
+             SELECT submission_ref FROM contacts WHERE contact_id = t.id LIMIT 1) AS c
+         CROSS JOIN LATERAL (SELECT count(*) AS n FROM attempts WHERE contact_id = t.id) AS a
+         LEFT JOIN LATERAL (
+             SELECT true AS found FROM results WHERE contact_id = t.id LIMIT 1) AS r ON true
+         LEFT JOIN LATERAL (
+             SELECT true AS found FROM interviews WHERE contact_id = t.id ORDER BY at LIMIT 1
+         ) AS i ON true
+         WHERE r.found IS NULL AND a.n >= cl.attempts
+           AND (cl.final_status <> $2 OR i.found IS NOT NULL)",
     )
     .bind(touched)
     .bind(FinalStatus::InterviewHeld as i32)
