@@ -692,3 +692,50 @@ async fn an_auditor_sees_who_viewed_which_contact_and_when() -> Result<()> {
     system.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_outcome_sent_after_a_dialer_restart_is_recorded_from_the_queue() -> Result<()> {
+    // The dialer keeps each lease's facts in memory for its outcome; a restarted dialer (or
+    // another replica) has none and reads them from the queue.
+    let mut system = System::start().await?;
+    let campaign = system
+        .active_campaign(FUND, Theme::FluVaccination, &["agent-1"])
+        .await?;
+    let results = system.fund_consumer(FUND, "result", "fund_751").await?;
+    system
+        .submit(FUND, &campaign, "restart", vec![people::flu(4)])
+        .await?;
+    let mut agent = system.agent("agent-1").await?;
+    let call = lease(&mut agent).await?;
+    system.stop_service("dialer-queue").await;
+    system.start_service("dialer-queue").await?;
+    let mut agent = system.agent("agent-1").await?;
+    record(
+        &mut agent,
+        &call,
+        Kind::Interview(Interview {
+            offer_decision: OfferDecision::Accepted as i32,
+            ..Default::default()
+        }),
+    )
+    .await?;
+    let got: Vec<(String, ContactResult)> = take(&results, 1, WAIT).await?;
+    let r = &got[0].1;
+    assert_eq!(r.submission_ref, "ref-4");
+    assert_eq!(r.final_status, FinalStatus::InterviewHeld as i32);
+    assert_eq!(r.offer_decision, OfferDecision::Accepted as i32);
+    assert_eq!(r.attempts.len(), 1);
+    // And the lease is spent: the same outcome again is refused.
+    let again = agent
+        .record_outcome(RecordOutcomeRequest {
+            lease_id: call.lease.clone().unwrap_or_default().lease_id,
+            disposition: Some(Disposition {
+                kind: Some(Kind::RefusedInterview(RefusedInterview {})),
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert!(again.message().starts_with("lease_id: lease.lost"));
+    system.stop().await;
+    Ok(())
+}

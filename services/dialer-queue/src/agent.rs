@@ -1,6 +1,7 @@
 //! The agent API: lease the next call, renew the lease, record the outcome.
 
 use crate::disposition::{self, CallbackRules};
+use crate::leases::{self, LeaseFacts};
 use crate::staffing;
 use crate::State;
 use chrono::{DateTime, Utc};
@@ -30,10 +31,6 @@ fn internal(e: impl std::fmt::Display) -> Status {
     tracing::error!(error = %e, "agent API failure");
     Status::internal("internal error")
 }
-
-const LEASE_COLUMNS: &str =
-    "q.call_id, q.contact_id, q.campaign_id, q.attempt_number, q.lease_id, q.lease_expires_at, \
-     c.presented_number";
 
 /// Calls whose agent-owned callback is this late go to any agent of the campaign.
 const CALLBACK_EXCLUSIVITY_MINUTES: i64 = 15;
@@ -72,6 +69,7 @@ const BEST_OF_EACH_CAMPAIGN: &str = "
 /// commit per lease; the columns are NULL when nothing is due, and `registered` is false for
 /// an agent the dialer does not know.
 static NEXT_CALL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let lease_columns = leases::COLUMNS;
     format!(
         "WITH held AS (
              SELECT q.call_id FROM queue q
@@ -88,9 +86,9 @@ static NEXT_CALL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
                  lease_expires_at = $2 + make_interval(secs => $4)
              FROM pick, campaigns c
              WHERE q.call_id = pick.call_id AND NOT pick.held AND c.campaign_id = q.campaign_id
-             RETURNING {LEASE_COLUMNS}),
+             RETURNING {lease_columns}),
          kept AS (
-             SELECT {LEASE_COLUMNS} FROM queue q JOIN campaigns c USING (campaign_id)
+             SELECT {lease_columns} FROM queue q JOIN campaigns c USING (campaign_id)
              JOIN pick ON pick.call_id = q.call_id AND pick.held),
          {}
          SELECT EXISTS (SELECT 1 FROM agent_new) AS registered, call.*
@@ -146,16 +144,14 @@ impl AgentApi {
 
     async fn card(
         &self,
-        agent_id: &str,
-        row: &sqlx::postgres::PgRow,
+        lease_id: Uuid,
+        facts: &LeaseFacts,
+        presented_number: String,
     ) -> Result<pb::LeasedCall, Status> {
-        let lease_id: Uuid = row.get("lease_id");
-        let contact_id: Uuid = row.get("contact_id");
-        let campaign_id: Uuid = row.get("campaign_id");
         let req = self.to_intake(GetCallCardRequest {
-            contact_id: contact_id.to_string(),
-            campaign_id: campaign_id.to_string(),
-            agent_id: agent_id.to_string(),
+            contact_id: facts.contact_id.to_string(),
+            campaign_id: facts.campaign_id.to_string(),
+            agent_id: facts.agent_id.clone(),
             lease_id: lease_id.to_string(),
         })?;
         let card = self
@@ -169,19 +165,103 @@ impl AgentApi {
                 Status::unavailable("the call card cannot be fetched now; try again")
             })?
             .into_inner();
-        let expires: DateTime<Utc> = row.get("lease_expires_at");
         Ok(pb::LeasedCall {
             lease: Some(pb::Lease {
                 lease_id: lease_id.to_string(),
-                expires_at: Some(timestamp(expires)),
+                expires_at: Some(timestamp(facts.expires_at)),
             }),
-            call_id: row.get("call_id"),
-            campaign_id: campaign_id.to_string(),
-            attempt_number: row.get::<i32, _>("attempt_number") as u32,
+            call_id: facts.call_id.clone(),
+            campaign_id: facts.campaign_id.to_string(),
+            attempt_number: facts.attempt_number as u32,
             card: Some(card),
-            presented_number: row.get("presented_number"),
+            presented_number,
         })
     }
+
+    /// The facts of a lease as the queue holds them now; `None` when the lease is lost.
+    async fn read_lease(
+        &self,
+        lease_id: Uuid,
+        agent_id: &str,
+    ) -> Result<Option<LeaseFacts>, Status> {
+        let row = sqlx::query(&READ_LEASE)
+            .bind(lease_id)
+            .bind(agent_id)
+            .fetch_optional(&self.state.base.pool)
+            .await
+            .map_err(internal)?;
+        row.map(|r| LeaseFacts::from_row(agent_id, &r))
+            .transpose()
+            .map_err(internal)
+    }
+}
+
+/// A lease's facts, read without a lock: the outcome's write re-checks them.
+static READ_LEASE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM queue q JOIN campaigns c USING (campaign_id)
+         WHERE q.lease_id = $1 AND q.leased_by = $2",
+        leases::COLUMNS
+    )
+});
+
+/// The events of one attempt: always `AttemptRecorded`, and `InterviewCompleted` when the
+/// person was reached and interviewed.
+fn attempt_events(
+    facts: &LeaseFacts,
+    attempt: &str,
+    checked: &disposition::Checked,
+    now: DateTime<Utc>,
+) -> Outbox {
+    let mut outbox = Outbox::new();
+    let campaign = facts.campaign_id.to_string();
+    let fund = &facts.fund;
+    outbox.push(
+        subjects::event("dialer", "attempt_recorded"),
+        attempt,
+        &AttemptRecorded {
+            envelope: Some(envelope(
+                attempt.to_string(),
+                fund,
+                &campaign,
+                &facts.call_id,
+                now,
+            )),
+            attempt_id: attempt.to_string(),
+            call_id: facts.call_id.clone(),
+            contact_id: facts.contact_id.to_string(),
+            attempt_number: facts.attempt_number as u32,
+            agent_id: facts.agent_id.clone(),
+            leased_at: Some(timestamp(facts.leased_at)),
+            recorded_at: Some(timestamp(now)),
+            outcome: outcome_to_proto(checked.outcome) as i32,
+            callback_at: checked.callback_at.map(timestamp),
+            callback_with_same_agent: checked.callback_with_same_agent,
+            person_key: facts.person_key.clone(),
+        },
+    );
+    if let Some(i) = &checked.interview {
+        let event_id = cnmas_proto::support::derived_id(&["interview", attempt]);
+        let theme = Theme::from_code(&facts.theme)
+            .map(theme_to_proto)
+            .unwrap_or_default();
+        outbox.push(
+            subjects::event("dialer", "interview_completed"),
+            &event_id,
+            &InterviewCompleted {
+                envelope: Some(envelope(event_id.clone(), fund, &campaign, attempt, now)),
+                attempt_id: attempt.to_string(),
+                contact_id: facts.contact_id.to_string(),
+                person_key: facts.person_key.clone(),
+                theme: theme as i32,
+                offer_decision: i.offer_decision as i32,
+                follow_ups: i.follow_ups.clone(),
+                contact_detail_changes: i.contact_detail_changes.clone(),
+                consent_changes: i.consent_changes.clone(),
+            },
+        );
+    }
+    outbox
 }
 
 #[tonic::async_trait]
@@ -214,8 +294,14 @@ impl AgentService for AgentApi {
                 })),
             }));
         }
-        match self.card(&agent_id, &row).await {
+        let lease_id: Uuid = row.get("lease_id");
+        let facts = LeaseFacts::from_row(&agent_id, &row).map_err(internal)?;
+        match self
+            .card(lease_id, &facts, row.get("presented_number"))
+            .await
+        {
             Ok(call) => {
+                self.state.leases.keep(lease_id, facts);
                 metrics::counter!("cnmas_dialer_leases_total").increment(1);
                 Ok(Response::new(pb::NextCallResponse {
                     result: Some(pb::next_call_response::Result::Call(call)),
@@ -228,7 +314,7 @@ impl AgentService for AgentApi {
                          lease_expires_at = NULL
                      WHERE lease_id = $1 AND leased_by = $2",
                 )
-                .bind(row.get::<Uuid, _>("lease_id"))
+                .bind(lease_id)
                 .bind(&agent_id)
                 .execute(pool)
                 .await;
@@ -256,6 +342,7 @@ impl AgentService for AgentApi {
         .await
         .map_err(internal)?;
         let expires = expires.ok_or_else(lease_lost)?;
+        self.state.leases.renewed(lease_id, expires);
         Ok(Response::new(pb::Lease {
             lease_id: lease_id.to_string(),
             expires_at: Some(timestamp(expires)),
@@ -272,36 +359,29 @@ impl AgentService for AgentApi {
         let lease_id = Uuid::parse_str(&r.lease_id)
             .map_err(|_| Status::invalid_argument("lease_id: uuid: not a lease id"))?;
         let pool = &self.state.base.pool;
-        // Read without a lock: the write below takes the call only if this lease still holds
-        // it, so a lease lost in between (expired, or a second submission) writes nothing.
-        let call = sqlx::query(
-            "SELECT q.call_id, q.contact_id, q.campaign_id, q.fund_code, q.person_key,
-                    q.attempt_number, q.leased_at, q.territory, q.department,
-                    c.theme, c.calling_policy
-             FROM queue q JOIN campaigns c USING (campaign_id)
-             WHERE q.lease_id = $1 AND q.leased_by = $2",
-        )
-        .bind(lease_id)
-        .bind(&agent_id)
-        .fetch_optional(pool)
-        .await
-        .map_err(internal)?
-        .ok_or_else(lease_lost)?;
-
-        let territory: Territory = call
-            .get::<String, _>("territory")
-            .parse()
-            .unwrap_or(Territory::FR);
-        let place = Department::parse(call.get("department"))
+        let attempt_id = Uuid::new_v4();
+        let attempt = attempt_id.to_string();
+        // The facts kept at lease time, else (another replica leased it, a restart) read
+        // without a lock: the write below takes the call only if this lease still holds it, so
+        // a lease lost in between (expired, or a second submission) writes nothing.
+        let facts = match self.state.leases.take(lease_id, &agent_id) {
+            Some(facts) => facts,
+            None => self
+                .read_lease(lease_id, &agent_id)
+                .await?
+                .ok_or_else(lease_lost)?,
+        };
+        let territory: Territory = facts.territory.parse().unwrap_or(Territory::FR);
+        let place = Department::parse(&facts.department)
             .map(Place::Department)
             .unwrap_or(Place::Territory(territory));
-        let policy = match call.get::<String, _>("calling_policy").as_str() {
+        let policy = match facts.calling_policy.as_str() {
             "" => CallingPolicy::legal_default(),
             "all_hours" => CallingPolicy::all_hours(),
             json => serde_json::from_str(json).unwrap_or_else(|_| CallingPolicy::legal_default()),
         };
         let now = Utc::now();
-        let checked = disposition::check(
+        let checked = match disposition::check(
             r.disposition.as_ref(),
             &CallbackRules {
                 calendar: HolidayCalendar::built_in(),
@@ -310,60 +390,15 @@ impl AgentService for AgentApi {
                 territory,
             },
             now,
-        )
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
-
-        let attempt_id = Uuid::new_v4();
-        let call_id: String = call.get("call_id");
-        let contact_id: Uuid = call.get("contact_id");
-        let campaign_id: Uuid = call.get("campaign_id");
-        let fund: String = call.get("fund_code");
-        let person_key: String = call.get("person_key");
-        let leased_at: DateTime<Utc> = call.get("leased_at");
-        let attempt_number: i32 = call.get("attempt_number");
-        let mut outbox = Outbox::new();
-        let attempt = attempt_id.to_string();
-        let campaign = campaign_id.to_string();
-        outbox.push(
-            subjects::event("dialer", "attempt_recorded"),
-            &attempt,
-            &AttemptRecorded {
-                envelope: Some(envelope(attempt.clone(), &fund, &campaign, &call_id, now)),
-                attempt_id: attempt.clone(),
-                call_id: call_id.clone(),
-                contact_id: contact_id.to_string(),
-                attempt_number: attempt_number as u32,
-                agent_id: agent_id.clone(),
-                leased_at: Some(timestamp(leased_at)),
-                recorded_at: Some(timestamp(now)),
-                outcome: outcome_to_proto(checked.outcome) as i32,
-                callback_at: checked.callback_at.map(timestamp),
-                callback_with_same_agent: checked.callback_with_same_agent,
-                person_key: person_key.clone(),
-            },
-        );
-        if let Some(i) = checked.interview {
-            let event_id = cnmas_proto::support::derived_id(&["interview", &attempt]);
-            let theme = Theme::from_code(call.get("theme"))
-                .map(theme_to_proto)
-                .unwrap_or_default();
-            outbox.push(
-                subjects::event("dialer", "interview_completed"),
-                &event_id,
-                &InterviewCompleted {
-                    envelope: Some(envelope(event_id.clone(), &fund, &campaign, &attempt, now)),
-                    attempt_id: attempt.clone(),
-                    contact_id: contact_id.to_string(),
-                    person_key,
-                    theme: theme as i32,
-                    offer_decision: i.offer_decision as i32,
-                    follow_ups: i.follow_ups,
-                    contact_detail_changes: i.contact_detail_changes,
-                    consent_changes: i.consent_changes,
-                },
-            );
-        }
-        let recorded: bool = outbox
+        ) {
+            Ok(checked) => checked,
+            Err(e) => {
+                // The agent corrects the outcome and sends it again, on the same lease.
+                self.state.leases.keep(lease_id, facts);
+                return Err(Status::invalid_argument(e.to_string()));
+            }
+        };
+        let recorded: bool = attempt_events(&facts, &attempt, &checked, now)
             .bind(
                 sqlx::query(&RECORD_OUTCOME)
                     .bind(&agent_id)

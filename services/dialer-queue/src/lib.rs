@@ -6,6 +6,7 @@ mod agent;
 mod credentials;
 pub mod disposition;
 mod floor;
+mod leases;
 mod queue;
 mod rights;
 mod staffing;
@@ -50,6 +51,8 @@ pub(crate) struct State {
     pub base: Base,
     pub intake: IntakeServiceClient<tonic::transport::Channel>,
     pub lease: Duration,
+    /// The facts of the calls this replica leased, for their outcomes.
+    pub leases: leases::Leases,
 }
 
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
@@ -69,6 +72,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         base: base.clone(),
         intake: IntakeServiceClient::new(channel),
         lease: config.lease,
+        leases: leases::Leases::default(),
     });
     base.spawn_consumer(
         ConsumerSpec::new(SERVICE, "dialer_scheduler", "cnmas.evt.v1.scheduler.>"),

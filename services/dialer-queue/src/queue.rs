@@ -197,6 +197,7 @@ impl BatchHandler for QueueFeed {
 pub async fn run_sweeper(state: Arc<State>) {
     let shutdown = state.base.shutdown.clone();
     loop {
+        state.leases.forget_expired(chrono::Utc::now());
         if let Err(e) = return_closed_windows(&state).await {
             tracing::warn!(error = %e, "returning expired calls failed; will retry");
         }
