@@ -196,7 +196,8 @@ impl AgentApi {
     }
 }
 
-/// A lease's facts, read without a lock: the outcome's write re-checks them.
+/// A lease's facts, read without a lock: the outcome's write takes the call only if the lease
+/// still holds it.
 static READ_LEASE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "SELECT {} FROM queue q JOIN campaigns c USING (campaign_id)
