@@ -739,3 +739,74 @@ async fn an_outcome_sent_after_a_dialer_restart_is_recorded_from_the_queue() -> 
     system.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn outcomes_sent_at_once_are_each_written_once() -> Result<()> {
+    // Outcomes arriving together are written by one statement; the same outcome sent twice at
+    // once (a double click) must still count once, and every other agent's outcome count.
+    let system = System::start().await?;
+    let agents: Vec<String> = (0..6).map(|i| format!("agent-{i}")).collect();
+    let names: Vec<&str> = agents.iter().map(String::as_str).collect();
+    let campaign = system
+        .active_campaign(FUND, Theme::FluVaccination, &names)
+        .await?;
+    system
+        .submit(
+            FUND,
+            &campaign,
+            "at-once",
+            (0..6).map(people::flu).collect(),
+        )
+        .await?;
+    let mut sends = Vec::new();
+    for name in &names {
+        let mut agent = system.agent(name).await?;
+        let call = lease(&mut agent).await?;
+        let request = RecordOutcomeRequest {
+            lease_id: call.lease.clone().unwrap_or_default().lease_id,
+            disposition: Some(Disposition {
+                kind: Some(Kind::RefusedInterview(RefusedInterview {})),
+            }),
+        };
+        for _ in 0..2 {
+            let (mut agent, request) = (agent.clone(), request.clone());
+            sends.push(tokio::spawn(async move {
+                agent.record_outcome(request).await.map(|_| ())
+            }));
+        }
+    }
+    let (mut written, mut refused) = (0, 0);
+    for send in sends {
+        match send.await? {
+            Ok(()) => written += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::FailedPrecondition);
+                assert!(status.message().starts_with("lease_id: lease.lost"));
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((written, refused), (6, 6));
+    let pool = sqlx::PgPool::connect(system.database_url("dialer-queue")).await?;
+    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(attempts, 6);
+    // Each written attempt was announced once: the results service holds six.
+    let results = sqlx::PgPool::connect(system.database_url("results")).await?;
+    wait_for_count(
+        WAIT,
+        &results,
+        "SELECT count(*) FROM attempts",
+        6,
+        "attempts at results",
+    )
+    .await?;
+    let wrapping_up: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM agents WHERE state = 'wrap_up'")
+            .fetch_one(&pool)
+            .await?;
+    assert_eq!(wrapping_up, 6);
+    system.stop().await;
+    Ok(())
+}

@@ -104,6 +104,31 @@ impl Outbox {
         )
     }
 
+    /// Like [`Outbox::insert`], for one statement that makes several state changes, each
+    /// announced by its own events: the caller binds, after [`Outbox::bind`], `${first + 4}`
+    /// the id of the change each event announces (see [`Outbox::append`]), and only the events
+    /// of the changes that `made` (a SQL set, e.g. `SELECT id FROM done`) returns are written.
+    pub fn insert_announcing(first: usize, made: &str) -> String {
+        let [a, b, c, d, e] = [first, first + 1, first + 2, first + 3, first + 4];
+        format!(
+            "INSERT INTO bus_outbox (event_id, subject, payload, traceparent)
+             SELECT event_id, subject, payload, traceparent
+             FROM UNNEST(${a}::text[], ${b}::text[], ${c}::bytea[], ${d}::text[], ${e}::uuid[])
+                 AS e(event_id, subject, payload, traceparent, change_id)
+             WHERE change_id IN ({made})"
+        )
+    }
+
+    /// Moves the events of `other` to the end of this outbox, returning how many moved.
+    pub fn append(&mut self, other: &mut Outbox) -> usize {
+        let n = other.len();
+        self.event_ids.append(&mut other.event_ids);
+        self.subjects.append(&mut other.subjects);
+        self.payloads.append(&mut other.payloads);
+        self.traceparents.append(&mut other.traceparents);
+        n
+    }
+
     /// Binds the queued events, in the order [`Outbox::insert`] expects, and empties the outbox.
     pub fn bind<'q>(
         &mut self,

@@ -2,6 +2,7 @@
 
 use crate::disposition::{self, CallbackRules};
 use crate::leases::{self, LeaseFacts};
+use crate::outcomes::Outcome;
 use crate::staffing;
 use crate::State;
 use chrono::{DateTime, Utc};
@@ -97,30 +98,8 @@ static NEXT_CALL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         staffing::transition_steps(
             "(CASE WHEN EXISTS (SELECT 1 FROM pick) THEN 'on_call' ELSE 'available' END)",
             "''",
-            "true",
+            "agent_id = $1",
         )
-    )
-});
-
-/// RecordOutcome's write in one statement: the call leaves the queue if lease `$2` of agent
-/// `$1` still holds it, and only then are its attempt, its events and the agent's wrap-up
-/// written. Returns whether the call was taken.
-static RECORD_OUTCOME: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "WITH call AS (
-             DELETE FROM queue WHERE lease_id = $2 AND leased_by = $1
-             RETURNING call_id, contact_id, campaign_id, attempt_number, leased_at),
-         attempt AS (
-             INSERT INTO attempts (attempt_id, call_id, contact_id, campaign_id, agent_id,
-                 attempt_number, outcome, leased_at, recorded_at, callback_at)
-             SELECT $3, call_id, contact_id, campaign_id, $1, attempt_number, $4, leased_at, $5,
-                 $6
-             FROM call),
-         events AS ({} WHERE EXISTS (SELECT 1 FROM call)),
-         {}
-         SELECT EXISTS (SELECT 1 FROM call)",
-        Outbox::insert(7),
-        staffing::transition_steps("'wrap_up'", "''", "EXISTS (SELECT 1 FROM call)")
     )
 });
 
@@ -359,7 +338,6 @@ impl AgentService for AgentApi {
         let r = req.into_inner();
         let lease_id = Uuid::parse_str(&r.lease_id)
             .map_err(|_| Status::invalid_argument("lease_id: uuid: not a lease id"))?;
-        let pool = &self.state.base.pool;
         let attempt_id = Uuid::new_v4();
         let attempt = attempt_id.to_string();
         // The facts kept at lease time, else (another replica leased it, a restart) read
@@ -399,24 +377,23 @@ impl AgentService for AgentApi {
                 return Err(Status::invalid_argument(e.to_string()));
             }
         };
-        let recorded: bool = attempt_events(&facts, &attempt, &checked, now)
-            .bind(
-                sqlx::query(&RECORD_OUTCOME)
-                    .bind(&agent_id)
-                    .bind(lease_id)
-                    .bind(attempt_id)
-                    .bind(checked.outcome.code())
-                    .bind(now)
-                    .bind(checked.callback_at),
-            )
-            .fetch_one(pool)
+        let recorded = self
+            .state
+            .outcomes
+            .record(Outcome {
+                agent_id: agent_id.clone(),
+                lease_id,
+                attempt_id,
+                code: checked.outcome.code(),
+                recorded_at: now,
+                callback_at: checked.callback_at,
+                events: attempt_events(&facts, &attempt, &checked, now),
+            })
             .await
-            .map_err(internal)?
-            .get(0);
+            .map_err(internal)?;
         if !recorded {
             return Err(lease_lost());
         }
-        self.state.base.relay.wake();
         metrics::counter!("cnmas_dialer_attempts_total", "outcome" => checked.outcome.code())
             .increment(1);
         Ok(Response::new(pb::RecordOutcomeResponse {

@@ -7,6 +7,7 @@ mod credentials;
 pub mod disposition;
 mod floor;
 mod leases;
+mod outcomes;
 mod queue;
 mod rights;
 mod staffing;
@@ -53,6 +54,7 @@ pub(crate) struct State {
     pub lease: Duration,
     /// The facts of the calls this replica leased, for their outcomes.
     pub leases: leases::Leases,
+    pub outcomes: outcomes::Outcomes,
 }
 
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running> {
@@ -73,6 +75,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         intake: IntakeServiceClient::new(channel),
         lease: config.lease,
         leases: leases::Leases::default(),
+        outcomes: outcomes::Outcomes::start(
+            base.pool.clone(),
+            base.relay.clone(),
+            &base.tasks,
+            base.shutdown.clone(),
+        ),
     });
     base.spawn_consumer(
         ConsumerSpec::new(SERVICE, "dialer_scheduler", "cnmas.evt.v1.scheduler.>"),

@@ -35,14 +35,16 @@ pub fn state_from_code(s: &str) -> AgentState {
 pub const SILENCE_MINUTES: i32 = 10;
 
 /// The steps of a state change, to be spliced into a `WITH` so that the change is part of the
-/// statement that causes it (a lease, an outcome): `agent_old` locks the agent `$1` when
-/// `guard` holds, `agent_new` sets `state` and `reason` (SQL expressions) and returns when the
-/// agent entered the state, `agent_log` logs the time spent in the previous state.
-pub fn transition_steps(state: &str, reason: &str, guard: &str) -> String {
+/// statement that causes it (a lease, outcomes): `agent_old` locks the agents that `which`
+/// selects (a predicate on `agents`, e.g. `agent_id = $1`), in a fixed order so that two
+/// statements never wait for each other; `agent_new` sets `state` and `reason` (SQL
+/// expressions) and returns when each agent entered the state; `agent_log` logs the time spent
+/// in the previous state.
+pub fn transition_steps(state: &str, reason: &str, which: &str) -> String {
     format!(
         "agent_old AS (
              SELECT agent_id, state, pause_reason, state_since FROM agents
-             WHERE agent_id = $1 AND {guard} FOR UPDATE),
+             WHERE {which} ORDER BY agent_id FOR UPDATE),
          agent_new AS (
              UPDATE agents a SET state = {state}, pause_reason = {reason}, last_seen = now(),
                  state_since = CASE WHEN o.state = {state} AND o.pause_reason = {reason}
@@ -67,7 +69,7 @@ pub async fn transition(
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
             "WITH {} SELECT state_since FROM agent_new",
-            transition_steps("$2", "$3", "true")
+            transition_steps("$2", "$3", "agent_id = $1")
         )
     });
     sqlx::query_scalar(&SQL)

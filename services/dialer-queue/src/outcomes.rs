@@ -1,0 +1,181 @@
+//! Outcomes are written in batches: every outcome that arrives while the previous batch is
+//! being written goes into the next one, written by one statement. A quiet dialer writes each
+//! outcome alone, as soon as it arrives; a busy one pays one round trip, one plan and one
+//! commit per batch instead of per call.
+
+use crate::staffing;
+use chrono::{DateTime, Utc};
+use cnmas_bus::{Outbox, OutboxRelay};
+use sqlx::{PgPool, Row};
+use std::collections::HashSet;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The most outcomes in one statement.
+const MAX_BATCH: usize = 256;
+
+/// One outcome, checked, with the events that announce it.
+pub struct Outcome {
+    pub agent_id: String,
+    pub lease_id: Uuid,
+    pub attempt_id: Uuid,
+    pub code: &'static str,
+    pub recorded_at: DateTime<Utc>,
+    pub callback_at: Option<DateTime<Utc>>,
+    pub events: Outbox,
+}
+
+struct Pending {
+    outcome: Outcome,
+    written: oneshot::Sender<Result<bool, String>>,
+}
+
+#[derive(Clone)]
+pub struct Outcomes {
+    queue: mpsc::Sender<Pending>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("the outcome writer has stopped")]
+    Stopped,
+    #[error("writing outcomes failed: {0}")]
+    Database(String),
+}
+
+impl Outcomes {
+    /// Starts the writer on `tasks`; it stops at `shutdown`.
+    pub fn start(
+        pool: PgPool,
+        relay: OutboxRelay,
+        tasks: &tokio_util::task::TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let (queue, arrivals) = mpsc::channel(4 * MAX_BATCH);
+        tasks.spawn(run(pool, relay, arrivals, shutdown));
+        Outcomes { queue }
+    }
+
+    /// Writes the outcome: `true` once it is committed, `false` when its lease no longer holds
+    /// the call (expired, or the same outcome sent twice), and then nothing of it is written.
+    pub async fn record(&self, outcome: Outcome) -> Result<bool, WriteError> {
+        let (written, reply) = oneshot::channel();
+        self.queue
+            .send(Pending { outcome, written })
+            .await
+            .map_err(|_| WriteError::Stopped)?;
+        reply
+            .await
+            .map_err(|_| WriteError::Stopped)?
+            .map_err(WriteError::Database)
+    }
+}
+
+async fn run(
+    pool: PgPool,
+    relay: OutboxRelay,
+    mut arrivals: mpsc::Receiver<Pending>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            p = arrivals.recv() => match p {
+                Some(p) => p,
+                None => return,
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match arrivals.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        metrics::histogram!("cnmas_dialer_outcome_batch_size").record(batch.len() as f64);
+        match write(&pool, &mut batch).await {
+            Ok(made) => {
+                if !made.is_empty() {
+                    relay.wake();
+                }
+                for p in batch {
+                    let _ = p.written.send(Ok(made.contains(&p.outcome.attempt_id)));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, outcomes = batch.len(), "writing outcomes failed");
+                for p in batch {
+                    let _ = p.written.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+/// Each call leaves the queue if its lease still holds it, and only then are its attempt, its
+/// events and its agent's wrap-up written. Returns the attempts written.
+static WRITE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH input AS (
+             SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::uuid[], $4::text[],
+                                  $5::timestamptz[], $6::timestamptz[])
+                 AS i(agent_id, lease_id, attempt_id, outcome, recorded_at, callback_at)),
+         call AS (
+             DELETE FROM queue q USING input i
+             WHERE q.lease_id = i.lease_id AND q.leased_by = i.agent_id
+             RETURNING q.call_id, q.contact_id, q.campaign_id, q.attempt_number, q.leased_at,
+                 i.agent_id, i.attempt_id, i.outcome, i.recorded_at, i.callback_at),
+         attempt AS (
+             INSERT INTO attempts (attempt_id, call_id, contact_id, campaign_id, agent_id,
+                 attempt_number, outcome, leased_at, recorded_at, callback_at)
+             SELECT attempt_id, call_id, contact_id, campaign_id, agent_id, attempt_number,
+                 outcome, leased_at, recorded_at, callback_at
+             FROM call),
+         events AS ({}),
+         {}
+         SELECT attempt_id FROM call",
+        Outbox::insert_announcing(7, "SELECT attempt_id FROM call"),
+        staffing::transition_steps("'wrap_up'", "''", "agent_id IN (SELECT agent_id FROM call)")
+    )
+});
+
+async fn write(pool: &PgPool, batch: &mut [Pending]) -> Result<HashSet<Uuid>, sqlx::Error> {
+    // A lease sent twice in one batch (a double click) joins its queue row twice; PostgreSQL
+    // deletes the row once, with one of the two, and the other finds it gone, as it would in
+    // the next batch.
+    let mut agents = Vec::with_capacity(batch.len());
+    let (mut lease_ids, mut attempt_ids, mut codes) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut recorded, mut callbacks) = (Vec::new(), Vec::new());
+    let mut events = Outbox::new();
+    let mut announcing = Vec::new();
+    for p in batch.iter_mut() {
+        let o = &mut p.outcome;
+        agents.push(o.agent_id.clone());
+        lease_ids.push(o.lease_id);
+        attempt_ids.push(o.attempt_id);
+        codes.push(o.code);
+        recorded.push(o.recorded_at);
+        callbacks.push(o.callback_at);
+        let n = events.append(&mut o.events);
+        announcing.extend(std::iter::repeat_n(o.attempt_id, n));
+    }
+    // Planned at each run (`persistent(false)`), with the batch's real size and the queue's:
+    // a plan cached while the queue was small joins it by a sequential scan, and keeps doing
+    // so when it holds a million calls. One plan per batch is cheap next to that.
+    let made = events
+        .bind(
+            sqlx::query(&WRITE)
+                .persistent(false)
+                .bind(agents)
+                .bind(lease_ids)
+                .bind(attempt_ids)
+                .bind(codes)
+                .bind(recorded)
+                .bind(callbacks),
+        )
+        .bind(announcing)
+        .fetch_all(pool)
+        .await?;
+    made.iter().map(|row| row.try_get(0)).collect()
+}
