@@ -75,12 +75,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         intake: IntakeServiceClient::new(channel),
         lease: config.lease,
         leases: leases::Leases::default(),
-        outcomes: outcomes::Outcomes::start(
-            base.pool.clone(),
-            base.relay.clone(),
-            &base.tasks,
-            base.shutdown.clone(),
-        ),
+        outcomes: outcomes::Outcomes::start(&base),
     });
     base.spawn_consumer(
         ConsumerSpec::new(SERVICE, "dialer_scheduler", "cnmas.evt.v1.scheduler.>"),

@@ -6,6 +6,7 @@
 use crate::staffing;
 use chrono::{DateTime, Utc};
 use cnmas_bus::{Outbox, OutboxRelay};
+use cnmas_runtime::service::Base;
 use sqlx::{PgPool, Row};
 use std::collections::HashSet;
 use tokio::sync::{mpsc, oneshot};
@@ -45,15 +46,15 @@ pub enum WriteError {
 }
 
 impl Outcomes {
-    /// Starts the writer on `tasks`; it stops at `shutdown`.
-    pub fn start(
-        pool: PgPool,
-        relay: OutboxRelay,
-        tasks: &tokio_util::task::TaskTracker,
-        shutdown: CancellationToken,
-    ) -> Self {
+    /// Starts the service's writer; it stops with the service.
+    pub fn start(base: &Base) -> Self {
         let (queue, arrivals) = mpsc::channel(4 * MAX_BATCH);
-        tasks.spawn(run(pool, relay, arrivals, shutdown));
+        base.tasks.spawn(run(
+            base.pool.clone(),
+            base.relay.clone(),
+            arrivals,
+            base.shutdown.clone(),
+        ));
         Outcomes { queue }
     }
 
