@@ -549,18 +549,21 @@ pub async fn lease(agent: &mut AgentServiceClient<Authed>) -> Result<LeasedCall>
     .await
 }
 
+/// The request recording `kind` as the outcome of a leased call.
+pub fn outcome_request(call: &LeasedCall, kind: Kind) -> RecordOutcomeRequest {
+    RecordOutcomeRequest {
+        lease_id: call.lease.clone().unwrap_or_default().lease_id,
+        disposition: Some(Disposition { kind: Some(kind) }),
+    }
+}
+
 /// Records the outcome of a leased call.
 pub async fn record(
     agent: &mut AgentServiceClient<Authed>,
     call: &LeasedCall,
     kind: Kind,
 ) -> Result<()> {
-    agent
-        .record_outcome(RecordOutcomeRequest {
-            lease_id: call.lease.clone().unwrap_or_default().lease_id,
-            disposition: Some(Disposition { kind: Some(kind) }),
-        })
-        .await?;
+    agent.record_outcome(outcome_request(call, kind)).await?;
     Ok(())
 }
 

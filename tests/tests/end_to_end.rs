@@ -6,15 +6,14 @@ use cnmas_proto::common::{
     FollowUpKind, FollowUpRequest, OfferDecision, Theme,
 };
 use cnmas_proto::dialer::{
-    disposition::Kind, Disposition, Interview, NextCallRequest, NotReached, RecordOutcomeRequest,
-    RefusedInterview,
+    disposition::Kind, Interview, NextCallRequest, NotReached, RefusedInterview,
 };
 use cnmas_proto::intake::contact_submission::Person;
 use cnmas_proto::intake::ContactRejected;
 use cnmas_proto::results::{ContactChangeNotice, ContactResult, FollowUpNotice};
 use cnmas_runtime::auth::Role;
 use cnmas_system_tests::{
-    eventually, lease, next_call, people, record, take, wait_for_count, System,
+    eventually, lease, next_call, outcome_request, people, record, take, wait_for_count, System,
 };
 use std::collections::HashSet;
 use std::time::Duration;
@@ -551,12 +550,10 @@ async fn an_expired_lease_returns_the_call_to_the_queue() -> Result<()> {
         second.lease.clone().unwrap_or_default().lease_id
     );
     let late = slow
-        .record_outcome(RecordOutcomeRequest {
-            lease_id: first.lease.unwrap_or_default().lease_id,
-            disposition: Some(Disposition {
-                kind: Some(Kind::RefusedInterview(RefusedInterview {})),
-            }),
-        })
+        .record_outcome(outcome_request(
+            &first,
+            Kind::RefusedInterview(RefusedInterview {}),
+        ))
         .await
         .unwrap_err();
     assert_eq!(late.code(), Code::FailedPrecondition);
@@ -597,12 +594,7 @@ async fn an_agent_asking_again_keeps_its_call_and_an_outcome_counts_once() -> Re
     // The same outcome sent twice (a double click) is refused the second time, and nothing of
     // it is written.
     let twice = agent
-        .record_outcome(RecordOutcomeRequest {
-            lease_id: first.lease.clone().unwrap_or_default().lease_id,
-            disposition: Some(Disposition {
-                kind: Some(refused()),
-            }),
-        })
+        .record_outcome(outcome_request(&first, refused()))
         .await
         .unwrap_err();
     assert_eq!(twice.code(), Code::FailedPrecondition);
@@ -727,12 +719,10 @@ async fn an_outcome_sent_after_a_dialer_restart_is_recorded_from_the_queue() -> 
     assert_eq!(r.attempts.len(), 1);
     // And the lease is spent: the same outcome again is refused.
     let again = agent
-        .record_outcome(RecordOutcomeRequest {
-            lease_id: call.lease.clone().unwrap_or_default().lease_id,
-            disposition: Some(Disposition {
-                kind: Some(Kind::RefusedInterview(RefusedInterview {})),
-            }),
-        })
+        .record_outcome(outcome_request(
+            &call,
+            Kind::RefusedInterview(RefusedInterview {}),
+        ))
         .await
         .unwrap_err();
     assert!(again.message().starts_with("lease_id: lease.lost"));
@@ -762,12 +752,7 @@ async fn outcomes_sent_at_once_are_each_written_once() -> Result<()> {
     for name in &names {
         let mut agent = system.agent(name).await?;
         let call = lease(&mut agent).await?;
-        let request = RecordOutcomeRequest {
-            lease_id: call.lease.clone().unwrap_or_default().lease_id,
-            disposition: Some(Disposition {
-                kind: Some(Kind::RefusedInterview(RefusedInterview {})),
-            }),
-        };
+        let request = outcome_request(&call, Kind::RefusedInterview(RefusedInterview {}));
         for _ in 0..2 {
             let (mut agent, request) = (agent.clone(), request.clone());
             sends.push(tokio::spawn(async move {
