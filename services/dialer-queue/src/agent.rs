@@ -381,6 +381,7 @@ impl AgentService for AgentApi {
             .state
             .outcomes
             .record(Outcome {
+                call_id: facts.call_id.clone(),
                 agent_id: agent_id.clone(),
                 lease_id,
                 attempt_id,
