@@ -2,6 +2,7 @@
 
 use crate::disposition::{self, CallbackRules};
 use crate::leases::{self, LeaseFacts};
+use crate::leasing::Leased;
 use crate::outcomes::Outcome;
 use crate::staffing;
 use crate::State;
@@ -32,76 +33,6 @@ fn internal(e: impl std::fmt::Display) -> Status {
     tracing::error!(error = %e, "agent API failure");
     Status::internal("internal error")
 }
-
-/// Calls whose agent-owned callback is this late go to any agent of the campaign.
-const CALLBACK_EXCLUSIVITY_MINUTES: i64 = 15;
-
-// The two ways a call is chosen, in this order; $1 agent, $2 now, $5 callback exclusivity.
-// Both read free calls through partial indexes and lock with SKIP LOCKED, so agents never wait
-// for each other and never get the same call.
-
-/// A callback the person asked this agent for.
-const OWN_CALLBACK: &str = "
-    SELECT q.call_id FROM queue q
-    JOIN agent_campaigns ac ON ac.campaign_id = q.campaign_id AND ac.agent_id = $1
-    JOIN campaigns c ON c.campaign_id = q.campaign_id AND c.state = 'active'
-    WHERE q.callback_agent_id = $1 AND q.callback_agent_id <> '' AND q.lease_id IS NULL
-      AND q.due_at <= $2 AND q.window_end > $2
-    ORDER BY q.due_at LIMIT 1
-    FOR UPDATE OF q SKIP LOCKED";
-
-/// The best free call of each of the agent's active campaigns, then the best of those.
-const BEST_OF_EACH_CAMPAIGN: &str = "
-    SELECT best.call_id FROM agent_campaigns ac
-    JOIN campaigns c ON c.campaign_id = ac.campaign_id AND c.state = 'active'
-    CROSS JOIN LATERAL (
-        SELECT q.call_id, q.priority_key, q.due_at FROM queue q
-        WHERE q.campaign_id = ac.campaign_id AND q.lease_id IS NULL
-          AND q.due_at <= $2 AND q.window_end > $2
-          AND (q.callback_agent_id IN ('', $1) OR q.due_at < $2 - make_interval(mins => $5))
-        ORDER BY q.priority_key, q.due_at LIMIT 1
-        FOR UPDATE OF q SKIP LOCKED) AS best
-    WHERE ac.agent_id = $1
-    ORDER BY best.priority_key, best.due_at LIMIT 1";
-
-/// NextCall in one statement: the call the agent already holds, else an own callback, else
-/// the best free call (each step runs only when the one before found nothing), leased, and the
-/// agent moved to "on call" (or "available" when nothing is due). One round trip and one
-/// commit per lease; the columns are NULL when nothing is due, and `registered` is false for
-/// an agent the dialer does not know.
-static NEXT_CALL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let lease_columns = leases::COLUMNS;
-    format!(
-        "WITH held AS (
-             SELECT q.call_id FROM queue q
-             WHERE q.leased_by = $1 AND q.lease_expires_at > $2 LIMIT 1),
-         own AS ({OWN_CALLBACK}),
-         best AS ({BEST_OF_EACH_CAMPAIGN}),
-         pick AS (
-             SELECT call_id, true AS held FROM held
-             UNION ALL SELECT call_id, false FROM own
-             UNION ALL SELECT call_id, false FROM best
-             LIMIT 1),
-         leased AS (
-             UPDATE queue q SET lease_id = $3, leased_by = $1, leased_at = $2,
-                 lease_expires_at = $2 + make_interval(secs => $4)
-             FROM pick, campaigns c
-             WHERE q.call_id = pick.call_id AND NOT pick.held AND c.campaign_id = q.campaign_id
-             RETURNING {lease_columns}),
-         kept AS (
-             SELECT {lease_columns} FROM queue q JOIN campaigns c USING (campaign_id)
-             JOIN pick ON pick.call_id = q.call_id AND pick.held),
-         {}
-         SELECT EXISTS (SELECT 1 FROM agent_new) AS registered, call.*
-         FROM (SELECT 1) AS one
-         LEFT JOIN (SELECT * FROM leased UNION ALL SELECT * FROM kept) AS call ON true",
-        staffing::transition_steps(
-            "(CASE WHEN EXISTS (SELECT 1 FROM pick) THEN 'on_call' ELSE 'available' END)",
-            "''",
-            "agent_id = $1",
-        )
-    )
-});
 
 impl AgentApi {
     /// A request to intake under a short-lived service token of the dialer's own.
@@ -252,34 +183,27 @@ impl AgentService for AgentApi {
     ) -> Result<Response<pb::NextCallResponse>, Status> {
         let who = principal(&req)?;
         let agent_id = who.agent_id()?.to_string();
-        let pool = &self.state.base.pool;
-        let row = sqlx::query(&NEXT_CALL)
-            .bind(&agent_id)
-            .bind(Utc::now())
-            .bind(Uuid::new_v4())
-            .bind(self.state.lease.as_secs_f64())
-            .bind(CALLBACK_EXCLUSIVITY_MINUTES as i32)
-            .fetch_one(pool)
-            .await
-            .map_err(internal)?;
-        if !row.get::<bool, _>("registered") {
-            return Err(Status::permission_denied(
-                "this agent is not registered in the dialer",
-            ));
-        }
-        if row.get::<Option<Uuid>, _>("lease_id").is_none() {
-            return Ok(Response::new(pb::NextCallResponse {
-                result: Some(pb::next_call_response::Result::NothingDue(pb::NothingDue {
-                    message: "Aucun appel à passer pour le moment : la file est vide ou les plages d'appel sont fermées.".into(),
-                })),
-            }));
-        }
-        let lease_id: Uuid = row.get("lease_id");
-        let facts = LeaseFacts::from_row(&agent_id, &row).map_err(internal)?;
-        match self
-            .card(lease_id, &facts, row.get("presented_number"))
-            .await
-        {
+        let (lease_id, facts, presented_number) =
+            match self.state.leasing.next_call(&agent_id).await.map_err(internal)? {
+                Leased::NotRegistered => {
+                    return Err(Status::permission_denied(
+                        "this agent is not registered in the dialer",
+                    ))
+                }
+                Leased::NothingDue => {
+                    return Ok(Response::new(pb::NextCallResponse {
+                        result: Some(pb::next_call_response::Result::NothingDue(pb::NothingDue {
+                            message: "Aucun appel à passer pour le moment : la file est vide ou les plages d'appel sont fermées.".into(),
+                        })),
+                    }))
+                }
+                Leased::Call {
+                    lease_id,
+                    facts,
+                    presented_number,
+                } => (lease_id, *facts, presented_number),
+            };
+        match self.card(lease_id, &facts, presented_number).await {
             Ok(call) => {
                 self.state.leases.keep(lease_id, facts);
                 metrics::counter!("cnmas_dialer_leases_total").increment(1);
@@ -296,7 +220,7 @@ impl AgentService for AgentApi {
                 )
                 .bind(lease_id)
                 .bind(&agent_id)
-                .execute(pool)
+                .execute(&self.state.base.pool)
                 .await;
                 Err(status)
             }

@@ -19,7 +19,7 @@ pub const COLUMNS: &str = "q.call_id, q.contact_id, q.campaign_id, q.attempt_num
      q.lease_expires_at, q.leased_at, q.fund_code, q.person_key, q.territory, q.department, \
      c.presented_number, c.theme, c.calling_policy";
 
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LeaseFacts {
     pub agent_id: String,
     pub expires_at: DateTime<Utc>,

@@ -3,10 +3,12 @@
 
 mod admin;
 mod agent;
+mod batch;
 mod credentials;
 pub mod disposition;
 mod floor;
 mod leases;
+mod leasing;
 mod outcomes;
 mod queue;
 mod rights;
@@ -54,6 +56,7 @@ pub(crate) struct State {
     pub lease: Duration,
     /// The facts of the calls this replica leased, for their outcomes.
     pub leases: leases::Leases,
+    pub leasing: leasing::Leasing,
     pub outcomes: outcomes::Outcomes,
 }
 
@@ -75,6 +78,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         intake: IntakeServiceClient::new(channel),
         lease: config.lease,
         leases: leases::Leases::default(),
+        leasing: leasing::Leasing::start(&base, config.lease),
         outcomes: outcomes::Outcomes::start(&base),
     });
     base.spawn_consumer(

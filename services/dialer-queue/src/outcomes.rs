@@ -3,6 +3,7 @@
 //! outcome alone, as soon as it arrives; a busy one pays one round trip, one plan and one
 //! commit per batch instead of per call.
 
+use crate::batch::next_batch;
 use crate::staffing;
 use chrono::{DateTime, Utc};
 use cnmas_bus::{Outbox, OutboxRelay};
@@ -40,9 +41,9 @@ pub struct Outcomes {
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    #[error("the outcome writer has stopped")]
+    #[error("the writer has stopped")]
     Stopped,
-    #[error("writing outcomes failed: {0}")]
+    #[error("the batch failed: {0}")]
     Database(String),
 }
 
@@ -80,21 +81,7 @@ async fn run(
     mut arrivals: mpsc::Receiver<Pending>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let first = tokio::select! {
-            p = arrivals.recv() => match p {
-                Some(p) => p,
-                None => return,
-            },
-            _ = shutdown.cancelled() => return,
-        };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match arrivals.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
-        }
+    while let Some(mut batch) = next_batch(&mut arrivals, MAX_BATCH, &shutdown).await {
         metrics::histogram!("cnmas_dialer_outcome_batch_size").record(batch.len() as f64);
         match write(&pool, &mut batch).await {
             Ok(made) => {

@@ -1,0 +1,481 @@
+//! `NextCall` is served in batches, as outcomes are written (decision 0011): every request that
+//! arrives while the previous batch is being leased goes into the next one. A batch is one
+//! transaction of two statements. The first locks the candidates with `SKIP LOCKED`: each
+//! agent's held call and own callback, and the best free calls of the batch's campaigns, as
+//! many per campaign as agents of the batch may take from it. [`assign`] gives them out in
+//! arrival order, so no two agents get the same call. The second leases them and moves the
+//! agents to "on call" (or "available" when nothing is due). A quiet dialer leases each call
+//! alone; a busy one pays two plans, two round trips and one commit per batch.
+
+use crate::batch::next_batch;
+use crate::leases::{self, LeaseFacts};
+use crate::outcomes::WriteError;
+use crate::staffing;
+use chrono::{DateTime, Utc};
+use cnmas_runtime::service::Base;
+use sqlx::{PgPool, Row};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The most agents leased for by one transaction.
+const MAX_BATCH: usize = 256;
+
+/// Calls whose agent-owned callback is this late go to any agent of the campaign.
+const CALLBACK_EXCLUSIVITY_MINUTES: i32 = 15;
+
+/// What `NextCall` answers an agent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Leased {
+    /// The dialer does not know this agent.
+    NotRegistered,
+    /// No call of the agent's campaigns is due (or every one is taken).
+    NothingDue,
+    /// The call the agent holds now: newly leased, or the one it already held.
+    Call {
+        lease_id: Uuid,
+        facts: Box<LeaseFacts>,
+        presented_number: String,
+    },
+}
+
+struct Pending {
+    agent_id: String,
+    leased: oneshot::Sender<Result<Leased, String>>,
+}
+
+#[derive(Clone)]
+pub struct Leasing {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl Leasing {
+    /// Starts the service's leasing task; it stops with the service.
+    pub fn start(base: &Base, lease: Duration) -> Self {
+        let (queue, arrivals) = mpsc::channel(4 * MAX_BATCH);
+        base.tasks.spawn(run(
+            base.pool.clone(),
+            lease,
+            arrivals,
+            base.shutdown.clone(),
+        ));
+        Leasing { queue }
+    }
+
+    /// The agent's next call, leased to it and committed.
+    pub async fn next_call(&self, agent_id: &str) -> Result<Leased, WriteError> {
+        let (leased, reply) = oneshot::channel();
+        self.queue
+            .send(Pending {
+                agent_id: agent_id.to_string(),
+                leased,
+            })
+            .await
+            .map_err(|_| WriteError::Stopped)?;
+        reply
+            .await
+            .map_err(|_| WriteError::Stopped)?
+            .map_err(WriteError::Database)
+    }
+}
+
+async fn run(
+    pool: PgPool,
+    lease: Duration,
+    mut arrivals: mpsc::Receiver<Pending>,
+    shutdown: CancellationToken,
+) {
+    while let Some(batch) = next_batch(&mut arrivals, MAX_BATCH, &shutdown).await {
+        metrics::histogram!("cnmas_dialer_lease_batch_size").record(batch.len() as f64);
+        // An agent asking twice at once (a double click) is served once, with one answer.
+        let mut agents: Vec<String> = Vec::with_capacity(batch.len());
+        for p in &batch {
+            if !agents.contains(&p.agent_id) {
+                agents.push(p.agent_id.clone());
+            }
+        }
+        match lease_batch(&pool, &agents, lease).await {
+            Ok(leased) => {
+                for p in batch {
+                    let answer = leased
+                        .get(&p.agent_id)
+                        .cloned()
+                        .unwrap_or(Leased::NotRegistered);
+                    let _ = p.leased.send(Ok(answer));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, agents = agents.len(), "leasing calls failed");
+                for p in batch {
+                    let _ = p.leased.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+/// The candidates of a batch, locked: registered agents, held calls, the active campaigns of
+/// each agent without a held call, own callbacks, and the best free calls of each of those
+/// campaigns (as many as agents of the batch may take from it). Free calls exclude callbacks
+/// owned by an agent until they are late: an agent's own comes from `own`, found through the
+/// callbacks' index. Its campaign is checked by a subquery the planner cannot turn into a
+/// join: as a join, on tables without statistics, it was planned as a walk of each campaign's
+/// free calls for every agent, 5 s a batch at 100,000 queued calls.
+const CANDIDATES: &str = "
+    WITH batch AS (
+        SELECT DISTINCT g.agent_id FROM UNNEST($1::text[]) AS a(agent_id)
+        JOIN agents g ON g.agent_id = a.agent_id),
+    held AS (
+        SELECT b.agent_id, h.call_id FROM batch b CROSS JOIN LATERAL (
+            SELECT q.call_id FROM queue q
+            WHERE q.leased_by = b.agent_id AND q.lease_expires_at > $2 LIMIT 1) h),
+    asking AS (SELECT agent_id FROM batch EXCEPT SELECT agent_id FROM held),
+    campaigns_of AS (
+        SELECT ac.agent_id, ac.campaign_id FROM asking a
+        JOIN agent_campaigns ac ON ac.agent_id = a.agent_id
+        JOIN campaigns c ON c.campaign_id = ac.campaign_id AND c.state = 'active'),
+    own AS (
+        SELECT a.agent_id, o.call_id FROM asking a CROSS JOIN LATERAL (
+            SELECT q.call_id FROM queue q
+            WHERE q.callback_agent_id = a.agent_id AND q.callback_agent_id <> ''
+              AND q.lease_id IS NULL AND q.due_at <= $2 AND q.window_end > $2
+              AND (SELECT true FROM campaigns_of m
+                   WHERE m.agent_id = a.agent_id AND m.campaign_id = q.campaign_id LIMIT 1)
+            ORDER BY q.due_at LIMIT 1
+            FOR UPDATE OF q SKIP LOCKED) o),
+    free AS (
+        SELECT w.campaign_id, f.call_id, f.priority_key, f.due_at
+        FROM (SELECT campaign_id, count(*) AS wanted FROM campaigns_of GROUP BY campaign_id) w
+        CROSS JOIN LATERAL (
+            SELECT q.call_id, q.priority_key, q.due_at FROM queue q
+            WHERE q.campaign_id = w.campaign_id AND q.lease_id IS NULL
+              AND q.due_at <= $2 AND q.window_end > $2
+              AND (q.callback_agent_id = '' OR q.due_at < $2 - make_interval(mins => $3))
+            ORDER BY q.priority_key, q.due_at LIMIT w.wanted
+            FOR UPDATE OF q SKIP LOCKED) f)
+    SELECT 'agent' AS kind, agent_id, NULL::text AS call_id, NULL::uuid AS campaign_id,
+           NULL::bigint AS priority_key, NULL::timestamptz AS due_at FROM batch
+    UNION ALL SELECT 'held', agent_id, call_id, NULL, NULL, NULL FROM held
+    UNION ALL SELECT 'may', agent_id, NULL, campaign_id, NULL, NULL FROM campaigns_of
+    UNION ALL SELECT 'own', agent_id, call_id, NULL, NULL, NULL FROM own
+    UNION ALL SELECT 'free', NULL, call_id, campaign_id, priority_key, due_at FROM free";
+
+/// Leases the assigned calls (a held call is returned as it is) and moves every agent of the
+/// batch: "on call" with a call, else "available".
+static LEASE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let columns = leases::COLUMNS;
+    format!(
+        "WITH pick AS (
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::uuid[], $4::bool[])
+                 AS p(agent_id, call_id, lease_id, held)),
+         leased AS (
+             UPDATE queue q SET lease_id = p.lease_id, leased_by = p.agent_id, leased_at = $5,
+                 lease_expires_at = $5 + make_interval(secs => $6)
+             FROM pick p, campaigns c
+             WHERE q.call_id = p.call_id AND NOT p.held AND c.campaign_id = q.campaign_id
+             RETURNING p.agent_id, {columns}),
+         kept AS (
+             SELECT p.agent_id, {columns} FROM pick p
+             JOIN queue q ON q.call_id = p.call_id AND q.leased_by = p.agent_id
+             JOIN campaigns c ON c.campaign_id = q.campaign_id
+             WHERE p.held),
+         {}
+         SELECT * FROM leased UNION ALL SELECT * FROM kept",
+        staffing::transition_steps(
+            "(CASE WHEN o.agent_id = ANY($1) THEN 'on_call' ELSE 'available' END)",
+            "''",
+            "agent_id = ANY($7)",
+        )
+    )
+});
+
+async fn lease_batch(
+    pool: &PgPool,
+    agents: &[String],
+    lease: Duration,
+) -> Result<HashMap<String, Leased>, sqlx::Error> {
+    let now = Utc::now();
+    let mut tx = pool.begin().await?;
+    // Both statements are planned at each run (`persistent(false)`), with the batch's size and
+    // the queue's: a plan cached on an empty queue would scan it whole once it is large.
+    let rows = sqlx::query(CANDIDATES)
+        .persistent(false)
+        .bind(agents)
+        .bind(now)
+        .bind(CALLBACK_EXCLUSIVITY_MINUTES)
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut candidates = Candidates::default();
+    for r in &rows {
+        let agent: Option<String> = r.try_get("agent_id")?;
+        let call: Option<String> = r.try_get("call_id")?;
+        match (r.try_get::<&str, _>("kind")?, agent, call) {
+            ("agent", Some(a), _) => {
+                candidates.registered.insert(a);
+            }
+            ("held", Some(a), Some(c)) => {
+                candidates.held.insert(a, c);
+            }
+            ("own", Some(a), Some(c)) => {
+                candidates.own.insert(a, c);
+            }
+            ("may", Some(a), _) => candidates
+                .campaigns
+                .entry(a)
+                .or_default()
+                .push(r.try_get("campaign_id")?),
+            ("free", _, Some(c)) => candidates.free.push(Free {
+                call_id: c,
+                campaign_id: r.try_get("campaign_id")?,
+                priority_key: r.try_get("priority_key")?,
+                due_at: r.try_get("due_at")?,
+            }),
+            _ => {}
+        }
+    }
+    let registered: Vec<String> = agents
+        .iter()
+        .filter(|a| candidates.registered.contains(*a))
+        .cloned()
+        .collect();
+    let picks = assign(agents, candidates);
+    let (mut pick_agents, mut calls, mut lease_ids, mut held) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (agent, pick) in &picks {
+        pick_agents.push(agent.clone());
+        calls.push(pick.call_id.clone());
+        lease_ids.push(Uuid::new_v4());
+        held.push(pick.held);
+    }
+    let mut leased: HashMap<String, Leased> = registered
+        .iter()
+        .map(|a| (a.clone(), Leased::NothingDue))
+        .collect();
+    if !registered.is_empty() {
+        let rows = sqlx::query(&LEASE)
+            .persistent(false)
+            .bind(&pick_agents)
+            .bind(&calls)
+            .bind(&lease_ids)
+            .bind(&held)
+            .bind(now)
+            .bind(lease.as_secs_f64())
+            .bind(&registered)
+            .fetch_all(&mut *tx)
+            .await?;
+        for r in &rows {
+            let agent: String = r.try_get("agent_id")?;
+            let call = Leased::Call {
+                lease_id: r.try_get("lease_id")?,
+                facts: Box::new(LeaseFacts::from_row(&agent, r)?),
+                presented_number: r.try_get("presented_number")?,
+            };
+            leased.insert(agent, call);
+        }
+    }
+    tx.commit().await?;
+    Ok(leased)
+}
+
+/// A free call locked for the batch.
+#[derive(Debug, Clone)]
+struct Free {
+    call_id: String,
+    campaign_id: Uuid,
+    priority_key: i64,
+    due_at: DateTime<Utc>,
+}
+
+/// What the batch's first statement found, by agent.
+#[derive(Debug, Default)]
+struct Candidates {
+    registered: HashSet<String>,
+    held: HashMap<String, String>,
+    own: HashMap<String, String>,
+    campaigns: HashMap<String, Vec<Uuid>>,
+    free: Vec<Free>,
+}
+
+#[derive(Debug, PartialEq)]
+struct Pick {
+    call_id: String,
+    held: bool,
+}
+
+/// Gives each agent, in arrival order, the call it holds, else its own callback, else the best
+/// free call (lowest priority key, then earliest due) of its campaigns that no agent before it
+/// took. A late callback can be both an agent's own and a free call: it goes once.
+fn assign(agents: &[String], mut c: Candidates) -> Vec<(String, Pick)> {
+    c.free.sort_by_key(|f| (f.priority_key, f.due_at));
+    let mut taken: HashSet<String> = HashSet::new();
+    let mut picks = Vec::new();
+    for agent in agents {
+        if !c.registered.contains(agent) {
+            continue;
+        }
+        if let Some(call) = c.held.get(agent) {
+            picks.push((
+                agent.clone(),
+                Pick {
+                    call_id: call.clone(),
+                    held: true,
+                },
+            ));
+            continue;
+        }
+        let own = c.own.get(agent).filter(|call| !taken.contains(*call));
+        let campaigns = c
+            .campaigns
+            .get(agent)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let best = || {
+            c.free
+                .iter()
+                .find(|f| campaigns.contains(&f.campaign_id) && !taken.contains(&f.call_id))
+                .map(|f| &f.call_id)
+        };
+        if let Some(call) = own.or_else(best).cloned() {
+            taken.insert(call.clone());
+            picks.push((
+                agent.clone(),
+                Pick {
+                    call_id: call,
+                    held: false,
+                },
+            ));
+        }
+    }
+    picks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agents(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn campaign(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    fn free(call: &str, campaign_n: u128, priority_key: i64) -> Free {
+        Free {
+            call_id: call.into(),
+            campaign_id: campaign(campaign_n),
+            priority_key,
+            due_at: DateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn candidates(registered: &[&str]) -> Candidates {
+        Candidates {
+            registered: registered.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn calls(picks: &[(String, Pick)]) -> Vec<(&str, &str, bool)> {
+        picks
+            .iter()
+            .map(|(a, p)| (a.as_str(), p.call_id.as_str(), p.held))
+            .collect()
+    }
+
+    #[test]
+    fn agents_get_distinct_calls_best_first_in_arrival_order() {
+        let mut c = candidates(&["a", "b", "c"]);
+        for a in ["a", "b", "c"] {
+            c.campaigns.insert(a.into(), vec![campaign(1)]);
+        }
+        c.free = vec![free("low", 1, 9), free("top", 1, 1), free("mid", 1, 5)];
+        let picks = assign(&agents(&["b", "a", "c"]), c);
+        assert_eq!(
+            calls(&picks),
+            [
+                ("b", "top", false),
+                ("a", "mid", false),
+                ("c", "low", false)
+            ]
+        );
+    }
+
+    #[test]
+    fn equal_priorities_go_to_the_earliest_due_call() {
+        let mut c = candidates(&["a"]);
+        c.campaigns.insert("a".into(), vec![campaign(1)]);
+        let mut late = free("late", 1, 1);
+        late.due_at = DateTime::UNIX_EPOCH + chrono::Duration::seconds(60);
+        c.free = vec![late, free("early", 1, 1)];
+        assert_eq!(calls(&assign(&agents(&["a"]), c)), [("a", "early", false)]);
+    }
+
+    #[test]
+    fn a_held_call_comes_first_then_an_own_callback_then_a_free_call() {
+        let mut c = candidates(&["holder", "called_back", "other"]);
+        for a in ["holder", "called_back", "other"] {
+            c.campaigns.insert(a.into(), vec![campaign(1)]);
+        }
+        c.held.insert("holder".into(), "mine".into());
+        c.own.insert("called_back".into(), "callback".into());
+        c.free = vec![free("f1", 1, 1), free("f2", 1, 2)];
+        let picks = assign(&agents(&["holder", "called_back", "other"]), c);
+        assert_eq!(
+            calls(&picks),
+            [
+                ("holder", "mine", true),
+                ("called_back", "callback", false),
+                ("other", "f1", false)
+            ]
+        );
+    }
+
+    #[test]
+    fn each_agent_only_gets_calls_of_its_own_campaigns() {
+        let mut c = candidates(&["one", "two", "both"]);
+        c.campaigns.insert("one".into(), vec![campaign(1)]);
+        c.campaigns.insert("two".into(), vec![campaign(2)]);
+        c.campaigns
+            .insert("both".into(), vec![campaign(1), campaign(2)]);
+        c.free = vec![free("c2-best", 2, 1), free("c1", 1, 5), free("c2", 2, 7)];
+        let picks = assign(&agents(&["both", "one", "two"]), c);
+        assert_eq!(
+            calls(&picks),
+            [
+                ("both", "c2-best", false),
+                ("one", "c1", false),
+                ("two", "c2", false)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_late_callback_taken_as_free_is_not_given_again_as_own() {
+        let mut c = candidates(&["first", "owner"]);
+        for a in ["first", "owner"] {
+            c.campaigns.insert(a.into(), vec![campaign(1)]);
+        }
+        c.own.insert("owner".into(), "late-callback".into());
+        c.free = vec![free("late-callback", 1, 1), free("next", 1, 2)];
+        let picks = assign(&agents(&["first", "owner"]), c);
+        assert_eq!(
+            calls(&picks),
+            [("first", "late-callback", false), ("owner", "next", false)]
+        );
+    }
+
+    #[test]
+    fn agents_beyond_the_calls_and_unregistered_agents_get_nothing() {
+        let mut c = candidates(&["a", "b"]);
+        for a in ["a", "b"] {
+            c.campaigns.insert(a.into(), vec![campaign(1)]);
+        }
+        c.free = vec![free("only", 1, 1)];
+        let picks = assign(&agents(&["stranger", "a", "b"]), c);
+        assert_eq!(calls(&picks), [("a", "only", false)]);
+    }
+}
