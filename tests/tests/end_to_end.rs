@@ -795,3 +795,134 @@ async fn outcomes_sent_at_once_are_each_written_once() -> Result<()> {
     system.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn agents_asking_at_once_get_distinct_calls_and_a_double_request_one() -> Result<()> {
+    // Requests waiting together are leased by one transaction (decision 0011): no call may go
+    // to two agents, an agent asking twice at once gets one call, and agents beyond the due
+    // calls get nothing.
+    let system = System::start().await?;
+    let agents: Vec<String> = (0..8).map(|i| format!("agent-{i}")).collect();
+    let names: Vec<&str> = agents.iter().map(String::as_str).collect();
+    let campaign = system
+        .active_campaign(FUND, Theme::FluVaccination, &names)
+        .await?;
+    system
+        .submit(
+            FUND,
+            &campaign,
+            "at-once",
+            (0..5).map(people::flu).collect(),
+        )
+        .await?;
+    let pool = sqlx::PgPool::connect(system.database_url("dialer-queue")).await?;
+    wait_for_count(WAIT, &pool, "SELECT count(*) FROM queue", 5, "queued calls").await?;
+    let mut asks = Vec::new();
+    for name in &names {
+        let agent = system.agent(name).await?;
+        for _ in 0..2 {
+            let mut agent = agent.clone();
+            let name = name.to_string();
+            asks.push(tokio::spawn(async move {
+                next_call(&mut agent).await.map(|call| (name, call))
+            }));
+        }
+    }
+    let mut answers: std::collections::HashMap<String, Vec<Option<(String, String)>>> =
+        Default::default();
+    for ask in asks {
+        let (name, call) = ask.await??;
+        let call = call.map(|c| (c.call_id, c.lease.unwrap_or_default().lease_id));
+        answers.entry(name).or_default().push(call);
+    }
+    let mut calls = HashSet::new();
+    let mut without = 0;
+    for (name, got) in &answers {
+        assert_eq!(got[0], got[1], "{name} asked twice and got two answers");
+        match &got[0] {
+            Some((call, _)) => assert!(calls.insert(call.clone()), "{call} leased twice"),
+            None => without += 1,
+        }
+    }
+    assert_eq!((calls.len(), without), (5, 3));
+    let leased: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT leased_by) FROM queue WHERE lease_id IS NOT NULL",
+    )
+    .fetch_one(&pool)
+    .await?;
+    assert_eq!(leased, 5);
+    let states: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state, count(*) FROM agents GROUP BY state ORDER BY state")
+            .fetch_all(&pool)
+            .await?;
+    assert_eq!(
+        states,
+        [("available".to_string(), 3), ("on_call".to_string(), 5)]
+    );
+    system.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failed_batch_writes_nothing_and_the_agent_tries_again() -> Result<()> {
+    // A batch that fails answers `internal` to every request in it and leaves nothing half
+    // written: no lease without its agent's state, no attempt without the queue row's removal.
+    let system = System::start().await?;
+    let campaign = system
+        .active_campaign(FUND, Theme::FluVaccination, &["agent-1"])
+        .await?;
+    system
+        .submit(FUND, &campaign, "failing", vec![people::flu(7)])
+        .await?;
+    let pool = sqlx::PgPool::connect(system.database_url("dialer-queue")).await?;
+    wait_for_count(WAIT, &pool, "SELECT count(*) FROM queue", 1, "queued call").await?;
+    let leased = "SELECT count(*) FROM queue WHERE leased_by = 'agent-1'";
+    let mut agent = system.agent("agent-1").await?;
+
+    // The lease's batch fails on its last write (the agent's state log).
+    sqlx::query("ALTER TABLE agent_state_log RENAME TO agent_state_log_away")
+        .execute(&pool)
+        .await?;
+    let failed = agent.next_call(NextCallRequest {}).await.unwrap_err();
+    assert_eq!(failed.code(), Code::Internal);
+    assert_eq!(
+        sqlx::query_scalar::<_, i64>(leased)
+            .fetch_one(&pool)
+            .await?,
+        0
+    );
+    sqlx::query("ALTER TABLE agent_state_log_away RENAME TO agent_state_log")
+        .execute(&pool)
+        .await?;
+    let call = lease(&mut agent).await?;
+
+    // The outcome's batch fails on the attempt: the call stays leased to the agent.
+    sqlx::query("ALTER TABLE attempts RENAME TO attempts_away")
+        .execute(&pool)
+        .await?;
+    let request = outcome_request(&call, Kind::RefusedInterview(RefusedInterview {}));
+    let failed = agent.record_outcome(request.clone()).await.unwrap_err();
+    assert_eq!(failed.code(), Code::Internal);
+    assert_eq!(
+        sqlx::query_scalar::<_, i64>(leased)
+            .fetch_one(&pool)
+            .await?,
+        1
+    );
+    sqlx::query("ALTER TABLE attempts_away RENAME TO attempts")
+        .execute(&pool)
+        .await?;
+    agent.record_outcome(request).await?;
+    assert_eq!(
+        sqlx::query_scalar::<_, i64>(leased)
+            .fetch_one(&pool)
+            .await?,
+        0
+    );
+    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(attempts, 1);
+    system.stop().await;
+    Ok(())
+}
