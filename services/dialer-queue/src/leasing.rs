@@ -7,9 +7,8 @@
 //! agents to "on call" (or "available" when nothing is due). A quiet dialer leases each call
 //! alone; a busy one pays two plans, two round trips and one commit per batch.
 
-use crate::batch::next_batch;
+use crate::batch::{next_batch, submit, BatchError};
 use crate::leases::{self, LeaseFacts};
-use crate::outcomes::WriteError;
 use crate::staffing;
 use chrono::{DateTime, Utc};
 use cnmas_runtime::service::Base;
@@ -65,19 +64,12 @@ impl Leasing {
     }
 
     /// The agent's next call, leased to it and committed.
-    pub async fn next_call(&self, agent_id: &str) -> Result<Leased, WriteError> {
-        let (leased, reply) = oneshot::channel();
-        self.queue
-            .send(Pending {
-                agent_id: agent_id.to_string(),
-                leased,
-            })
-            .await
-            .map_err(|_| WriteError::Stopped)?;
-        reply
-            .await
-            .map_err(|_| WriteError::Stopped)?
-            .map_err(WriteError::Database)
+    pub async fn next_call(&self, agent_id: &str) -> Result<Leased, BatchError> {
+        submit(&self.queue, |leased| Pending {
+            agent_id: agent_id.to_string(),
+            leased,
+        })
+        .await
     }
 }
 

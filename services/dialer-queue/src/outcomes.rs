@@ -3,7 +3,7 @@
 //! outcome alone, as soon as it arrives; a busy one pays one round trip, one plan and one
 //! commit per batch instead of per call.
 
-use crate::batch::next_batch;
+use crate::batch::{next_batch, submit, BatchError};
 use crate::staffing;
 use chrono::{DateTime, Utc};
 use cnmas_bus::{Outbox, OutboxRelay};
@@ -39,14 +39,6 @@ pub struct Outcomes {
     queue: mpsc::Sender<Pending>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    #[error("the writer has stopped")]
-    Stopped,
-    #[error("the batch failed: {0}")]
-    Database(String),
-}
-
 impl Outcomes {
     /// Starts the service's writer; it stops with the service.
     pub fn start(base: &Base) -> Self {
@@ -62,16 +54,8 @@ impl Outcomes {
 
     /// Writes the outcome: `true` once it is committed, `false` when its lease no longer holds
     /// the call (expired, or the same outcome sent twice), and then nothing of it is written.
-    pub async fn record(&self, outcome: Outcome) -> Result<bool, WriteError> {
-        let (written, reply) = oneshot::channel();
-        self.queue
-            .send(Pending { outcome, written })
-            .await
-            .map_err(|_| WriteError::Stopped)?;
-        reply
-            .await
-            .map_err(|_| WriteError::Stopped)?
-            .map_err(WriteError::Database)
+    pub async fn record(&self, outcome: Outcome) -> Result<bool, BatchError> {
+        submit(&self.queue, |written| Pending { outcome, written }).await
     }
 }
 
