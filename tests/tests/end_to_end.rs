@@ -686,6 +686,146 @@ async fn an_auditor_sees_who_viewed_which_contact_and_when() -> Result<()> {
 }
 
 #[tokio::test]
+async fn intake_gives_the_cards_of_a_batch_in_order_and_audits_each() -> Result<()> {
+    use cnmas_proto::intake::{
+        list_card_views_request::Subject, GetCallCardRequest, GetCallCardsRequest,
+        ListCardViewsRequest,
+    };
+    let system = System::start().await?;
+    let campaign = system
+        .active_campaign(FUND, Theme::FluVaccination, &["agent-a", "agent-b"])
+        .await?;
+    system
+        .submit(FUND, &campaign, "cards", (0..2).map(people::flu).collect())
+        .await?;
+    let mut contacts = Vec::new();
+    for name in ["agent-a", "agent-b"] {
+        let call = lease(&mut system.agent(name).await?).await?;
+        contacts.push(call.card.unwrap_or_default());
+    }
+    let ask = |contact_id: &str| GetCallCardRequest {
+        contact_id: contact_id.to_string(),
+        campaign_id: campaign.clone(),
+        agent_id: "agent-z".into(),
+        lease_id: "lease-z".into(),
+    };
+    let mut intake = system
+        .intake_api(system.token(Role::Service, None, None))
+        .await?;
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let cards = intake
+        .get_call_cards(GetCallCardsRequest {
+            cards: vec![
+                ask(&contacts[1].contact_id),
+                ask(&unknown),
+                ask(&contacts[0].contact_id),
+            ],
+        })
+        .await?
+        .into_inner()
+        .cards;
+    let got: Vec<Option<(String, String)>> = cards
+        .into_iter()
+        .map(|c| c.card.map(|c| (c.contact_id, c.display_name)))
+        .collect();
+    let expected =
+        |c: &cnmas_proto::intake::CallCard| Some((c.contact_id.clone(), c.display_name.clone()));
+    assert_eq!(got, [expected(&contacts[1]), None, expected(&contacts[0])]);
+    // Each card given is audited; the contact intake does not hold is not.
+    let mut auditor = system
+        .intake_api(system.token(Role::Auditor, None, None))
+        .await?;
+    let views = auditor
+        .list_card_views(ListCardViewsRequest {
+            subject: Some(Subject::AgentId("agent-z".into())),
+            limit: 0,
+        })
+        .await?
+        .into_inner()
+        .views;
+    let mut viewed: Vec<String> = views.into_iter().map(|v| v.contact_id).collect();
+    viewed.sort();
+    let mut wanted: Vec<String> = contacts.iter().map(|c| c.contact_id.clone()).collect();
+    wanted.sort();
+    assert_eq!(viewed, wanted);
+    // Bad requests are refused whole, naming the card and the rule.
+    let mut bad = ask(&contacts[0].contact_id);
+    bad.contact_id = "not-a-uuid".into();
+    let e = intake
+        .get_call_cards(GetCallCardsRequest {
+            cards: vec![ask(&contacts[0].contact_id), bad],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().starts_with("cards[1].contact_id: uuid"),
+        "{}",
+        e.message()
+    );
+    let mut unaudited = ask(&contacts[0].contact_id);
+    unaudited.lease_id = " ".into();
+    let e = intake
+        .get_call_cards(GetCallCardsRequest {
+            cards: vec![unaudited],
+        })
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("cards[0].lease_id"), "{}", e.message());
+    for count in [0, 257] {
+        let e = intake
+            .get_call_cards(GetCallCardsRequest {
+                cards: vec![ask(&contacts[0].contact_id); count],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().starts_with("cards: count"), "{}", e.message());
+    }
+    // Cards are for the dialer only.
+    let e = system
+        .intake_api(system.token(Role::Fund, Some(FUND), None))
+        .await?
+        .get_call_cards(GetCallCardsRequest {
+            cards: vec![ask(&contacts[0].contact_id)],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    system.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_call_whose_card_cannot_be_fetched_goes_back_to_the_queue() -> Result<()> {
+    let mut system = System::start().await?;
+    let campaign = system
+        .active_campaign(FUND, Theme::FluVaccination, &["agent-a"])
+        .await?;
+    system
+        .submit(FUND, &campaign, "no-card", vec![people::flu(1)])
+        .await?;
+    let pool = sqlx::PgPool::connect(system.database_url("dialer-queue")).await?;
+    wait_for_count(WAIT, &pool, "SELECT count(*) FROM queue", 1, "queued calls").await?;
+    system.stop_service("intake").await;
+    let mut agent = system.agent("agent-a").await?;
+    let e = agent.next_call(NextCallRequest {}).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+    let leased: i64 = sqlx::query_scalar("SELECT count(*) FROM queue WHERE lease_id IS NOT NULL")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(leased, 0, "the call stays leased without its card");
+    system.start_service("intake").await?;
+    let call = lease(&mut agent).await?;
+    assert_eq!(
+        call.card.unwrap_or_default().display_name,
+        display_name_of(1)
+    );
+    system.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
 async fn an_outcome_sent_after_a_dialer_restart_is_recorded_from_the_queue() -> Result<()> {
     // The dialer keeps each lease's facts in memory for its outcome; a restarted dialer (or
     // another replica) has none and reads them from the queue.
@@ -828,11 +968,14 @@ async fn agents_asking_at_once_get_distinct_calls_and_a_double_request_one() -> 
             }));
         }
     }
-    let mut answers: std::collections::HashMap<String, Vec<Option<(String, String)>>> =
-        Default::default();
+    type Answer = Option<(String, String, String)>;
+    let mut answers: std::collections::HashMap<String, Vec<Answer>> = Default::default();
     for ask in asks {
         let (name, call) = ask.await??;
-        let call = call.map(|c| (c.call_id, c.lease.unwrap_or_default().lease_id));
+        let call = call.map(|c| {
+            let contact = c.card.unwrap_or_default().contact_id;
+            (c.call_id, c.lease.unwrap_or_default().lease_id, contact)
+        });
         answers.entry(name).or_default().push(call);
     }
     let mut calls = HashSet::new();
@@ -840,7 +983,20 @@ async fn agents_asking_at_once_get_distinct_calls_and_a_double_request_one() -> 
     for (name, got) in &answers {
         assert_eq!(got[0], got[1], "{name} asked twice and got two answers");
         match &got[0] {
-            Some((call, _)) => assert!(calls.insert(call.clone()), "{call} leased twice"),
+            Some((call, _, contact)) => {
+                assert!(calls.insert(call.clone()), "{call} leased twice");
+                // The cards of a batch come from intake in one request: each its own call's.
+                let queued: uuid::Uuid =
+                    sqlx::query_scalar("SELECT contact_id FROM queue WHERE call_id = $1")
+                        .bind(call)
+                        .fetch_one(&pool)
+                        .await?;
+                assert_eq!(
+                    contact,
+                    &queued.to_string(),
+                    "{call} came with another card"
+                );
+            }
             None => without += 1,
         }
     }

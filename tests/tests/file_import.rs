@@ -9,8 +9,8 @@ use cnmas_proto::intake::contact_submission::Person;
 use cnmas_proto::intake::file_import_service_client::FileImportServiceClient;
 use cnmas_proto::intake::{
     upload_file_request::Part, ContactRejected, FileChunk, FileEncoding, GetCallCardRequest,
-    GetImportRequest, GetRejectionReportRequest, ImportStart, ImportState, ImportSummary,
-    RowRejection, UploadFileRequest,
+    GetCallCardsRequest, GetImportRequest, GetRejectionReportRequest, ImportStart, ImportState,
+    ImportSummary, RowRejection, UploadFileRequest,
 };
 use cnmas_proto::scheduler::CampaignTransitionRequest;
 use cnmas_runtime::auth::Role;
@@ -722,13 +722,22 @@ async fn the_ameli_code_is_erased_when_the_campaign_ends() -> Result<()> {
     let mut intake = system
         .intake_api(system.token(Role::Service, None, None))
         .await?;
-    let card = |id: Uuid| GetCallCardRequest {
-        contact_id: id.to_string(),
-        campaign_id: campaign.clone(),
-        agent_id: "agent-1".into(),
-        lease_id: "lease-1".into(),
+    let card = |id: Uuid| GetCallCardsRequest {
+        cards: vec![GetCallCardRequest {
+            contact_id: id.to_string(),
+            campaign_id: campaign.clone(),
+            agent_id: "agent-1".into(),
+            lease_id: "lease-1".into(),
+        }],
     };
-    let before = intake.get_call_card(card(ids[0])).await?.into_inner();
+    let before = intake
+        .get_call_cards(card(ids[0]))
+        .await?
+        .into_inner()
+        .cards[0]
+        .card
+        .clone()
+        .expect("the contact's card");
     let field = before
         .fields
         .iter()
@@ -798,7 +807,14 @@ async fn the_ameli_code_is_erased_when_the_campaign_ends() -> Result<()> {
                 .get("ameli_code_erased_at");
         assert!(at.is_some());
     }
-    let after = intake.get_call_card(card(ids[1])).await?.into_inner();
+    let after = intake
+        .get_call_cards(card(ids[1]))
+        .await?
+        .into_inner()
+        .cards[0]
+        .card
+        .clone()
+        .expect("the contact's card");
     let field = after
         .fields
         .iter()

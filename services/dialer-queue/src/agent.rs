@@ -13,9 +13,9 @@ use cnmas_domain::geo::{Department, Territory};
 use cnmas_domain::theme::Theme;
 use cnmas_proto::dialer::{self as pb, agent_service_server::AgentService};
 use cnmas_proto::dialer::{AgentState, AttemptRecorded, InterviewCompleted};
-use cnmas_proto::intake::GetCallCardRequest;
+use cnmas_proto::intake::CallCard;
 use cnmas_proto::support::{envelope, outcome_to_proto, theme_to_proto, timestamp};
-use cnmas_runtime::auth::{bearer, principal, Role};
+use cnmas_runtime::auth::principal;
 use sqlx::Row;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -35,47 +35,14 @@ fn internal(e: impl std::fmt::Display) -> Status {
 }
 
 impl AgentApi {
-    /// A request to intake under a short-lived service token of the dialer's own.
-    fn to_intake<T>(&self, message: T) -> Result<Request<T>, Status> {
-        let token = self
-            .state
-            .base
-            .auth
-            .issue(
-                Role::Service,
-                crate::SERVICE,
-                None,
-                None,
-                chrono::Duration::minutes(5),
-            )
-            .map_err(internal)?;
-        bearer(Request::new(message), &token)
-    }
-
-    async fn card(
-        &self,
+    /// What `NextCall` answers for a leased call with its card.
+    fn leased_call(
         lease_id: Uuid,
         facts: &LeaseFacts,
         presented_number: String,
-    ) -> Result<pb::LeasedCall, Status> {
-        let req = self.to_intake(GetCallCardRequest {
-            contact_id: facts.contact_id.to_string(),
-            campaign_id: facts.campaign_id.to_string(),
-            agent_id: facts.agent_id.clone(),
-            lease_id: lease_id.to_string(),
-        })?;
-        let card = self
-            .state
-            .intake
-            .clone()
-            .get_call_card(req)
-            .await
-            .map_err(|e| {
-                tracing::warn!(code = ?e.code(), "call card unavailable");
-                Status::unavailable("the call card cannot be fetched now; try again")
-            })?
-            .into_inner();
-        Ok(pb::LeasedCall {
+        card: CallCard,
+    ) -> pb::LeasedCall {
+        pb::LeasedCall {
             lease: Some(pb::Lease {
                 lease_id: lease_id.to_string(),
                 expires_at: Some(timestamp(facts.expires_at)),
@@ -85,7 +52,7 @@ impl AgentApi {
             attempt_number: facts.attempt_number as u32,
             card: Some(card),
             presented_number,
-        })
+        }
     }
 
     /// The facts of a lease as the queue holds them now; `None` when the lease is lost.
@@ -183,7 +150,7 @@ impl AgentService for AgentApi {
     ) -> Result<Response<pb::NextCallResponse>, Status> {
         let who = principal(&req)?;
         let agent_id = who.agent_id()?.to_string();
-        let (lease_id, facts, presented_number) =
+        let (lease_id, facts, presented_number, card) =
             match self.state.leasing.next_call(&agent_id).await.map_err(internal)? {
                 Leased::NotRegistered => {
                     return Err(Status::permission_denied(
@@ -201,30 +168,30 @@ impl AgentService for AgentApi {
                     lease_id,
                     facts,
                     presented_number,
-                } => (lease_id, *facts, presented_number),
+                    card,
+                } => (lease_id, *facts, presented_number, card),
             };
-        match self.card(lease_id, &facts, presented_number).await {
-            Ok(call) => {
-                self.state.leases.keep(lease_id, facts);
-                metrics::counter!("cnmas_dialer_leases_total").increment(1);
-                Ok(Response::new(pb::NextCallResponse {
-                    result: Some(pb::next_call_response::Result::Call(call)),
-                }))
-            }
-            Err(status) => {
-                // Without its card the call cannot be made: give it back at once.
-                let _ = sqlx::query(
-                    "UPDATE queue SET lease_id = NULL, leased_by = NULL, leased_at = NULL,
-                         lease_expires_at = NULL
-                     WHERE lease_id = $1 AND leased_by = $2",
-                )
-                .bind(lease_id)
-                .bind(&agent_id)
-                .execute(&self.state.base.pool)
-                .await;
-                Err(status)
-            }
-        }
+        let Some(card) = card else {
+            // Without its card the call cannot be made: give it back at once.
+            let _ = sqlx::query(
+                "UPDATE queue SET lease_id = NULL, leased_by = NULL, leased_at = NULL,
+                     lease_expires_at = NULL
+                 WHERE lease_id = $1 AND leased_by = $2",
+            )
+            .bind(lease_id)
+            .bind(&agent_id)
+            .execute(&self.state.base.pool)
+            .await;
+            return Err(Status::unavailable(
+                "the call card cannot be fetched now; try again",
+            ));
+        };
+        let call = Self::leased_call(lease_id, &facts, presented_number, *card);
+        self.state.leases.keep(lease_id, facts);
+        metrics::counter!("cnmas_dialer_leases_total").increment(1);
+        Ok(Response::new(pb::NextCallResponse {
+            result: Some(pb::next_call_response::Result::Call(call)),
+        }))
     }
 
     async fn renew_lease(
@@ -346,18 +313,16 @@ impl AgentService for AgentApi {
         .await
         .map_err(internal)?
         .ok_or_else(lease_lost)?;
-        let req = self.to_intake(cnmas_proto::intake::RevealCardFieldRequest {
-            contact_id: call.get::<Uuid, _>("contact_id").to_string(),
-            campaign_id: call.get::<Uuid, _>("campaign_id").to_string(),
-            agent_id,
-            lease_id: lease_id.to_string(),
-            field: r.field.trim().to_string(),
-        })?;
         let revealed = self
             .state
             .intake
-            .clone()
-            .reveal_card_field(req)
+            .reveal(cnmas_proto::intake::RevealCardFieldRequest {
+                contact_id: call.get::<Uuid, _>("contact_id").to_string(),
+                campaign_id: call.get::<Uuid, _>("campaign_id").to_string(),
+                agent_id,
+                lease_id: lease_id.to_string(),
+                field: r.field.trim().to_string(),
+            })
             .await
             .map_err(|e| match e.code() {
                 // The agent's own mistakes (a field that is not masked, or not in the theme).
@@ -368,8 +333,7 @@ impl AgentService for AgentApi {
                     tracing::warn!(?code, "card reveal unavailable");
                     Status::unavailable("the card cannot be reached now; try again")
                 }
-            })?
-            .into_inner();
+            })?;
         metrics::counter!("cnmas_dialer_card_reveals_total").increment(1);
         Ok(Response::new(pb::RevealedCardField {
             field: revealed.field,

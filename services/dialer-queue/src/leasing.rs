@@ -4,13 +4,17 @@
 //! agent's held call and own callback, and the best free calls of the batch's campaigns, as
 //! many per campaign as agents of the batch may take from it. [`assign`] gives them out in
 //! arrival order, so no two agents get the same call. The second leases them and moves the
-//! agents to "on call" (or "available" when nothing is due). A quiet dialer leases each call
-//! alone; a busy one pays two plans, two round trips and one commit per batch.
+//! agents to "on call" (or "available" when nothing is due). The cards of the batch's calls
+//! then come from intake in one request, while the next batch is leased. A quiet dialer leases
+//! each call alone; a busy one pays two plans, two round trips, one commit and one request to
+//! intake per batch.
 
 use crate::batch::{next_batch, submit, BatchError};
+use crate::intake::Intake;
 use crate::leases::{self, LeaseFacts};
 use crate::staffing;
 use chrono::{DateTime, Utc};
+use cnmas_proto::intake::CallCard;
 use cnmas_runtime::service::Base;
 use sqlx::{PgPool, Row};
 use std::collections::{HashMap, HashSet};
@@ -32,11 +36,13 @@ pub enum Leased {
     NotRegistered,
     /// No call of the agent's campaigns is due (or every one is taken).
     NothingDue,
-    /// The call the agent holds now: newly leased, or the one it already held.
+    /// The call the agent holds now: newly leased, or the one it already held, with its card
+    /// (`None` when intake could not give it).
     Call {
         lease_id: Uuid,
         facts: Box<LeaseFacts>,
         presented_number: String,
+        card: Option<Box<CallCard>>,
     },
 }
 
@@ -52,11 +58,12 @@ pub struct Leasing {
 
 impl Leasing {
     /// Starts the service's leasing task; it stops with the service.
-    pub fn start(base: &Base, lease: Duration) -> Self {
+    pub fn start(base: &Base, lease: Duration, intake: Intake) -> Self {
         let (queue, arrivals) = mpsc::channel(4 * MAX_BATCH);
         base.tasks.spawn(run(
             base.pool.clone(),
             lease,
+            intake,
             arrivals,
             base.shutdown.clone(),
         ));
@@ -76,6 +83,7 @@ impl Leasing {
 async fn run(
     pool: PgPool,
     lease: Duration,
+    intake: Intake,
     mut arrivals: mpsc::Receiver<Pending>,
     shutdown: CancellationToken,
 ) {
@@ -89,14 +97,19 @@ async fn run(
             }
         }
         match lease_batch(&pool, &agents, lease).await {
-            Ok(leased) => {
-                for p in batch {
-                    let answer = leased
-                        .get(&p.agent_id)
-                        .cloned()
-                        .unwrap_or(Leased::NotRegistered);
-                    let _ = p.leased.send(Ok(answer));
-                }
+            Ok(mut leased) => {
+                // The cards come from intake while the next batch is leased.
+                let intake = intake.clone();
+                tokio::spawn(async move {
+                    with_cards(&intake, &mut leased).await;
+                    for p in batch {
+                        let answer = leased
+                            .get(&p.agent_id)
+                            .cloned()
+                            .unwrap_or(Leased::NotRegistered);
+                        let _ = p.leased.send(Ok(answer));
+                    }
+                });
             }
             Err(e) => {
                 tracing::error!(error = %e, agents = agents.len(), "leasing calls failed");
@@ -104,6 +117,41 @@ async fn run(
                     let _ = p.leased.send(Err(e.to_string()));
                 }
             }
+        }
+    }
+}
+
+/// Adds their cards to the leased calls, with one request to intake. A call intake has no card
+/// for, or all of them when intake cannot be reached, are left without.
+async fn with_cards(intake: &Intake, leased: &mut HashMap<String, Leased>) {
+    let mut calls: Vec<(Uuid, &LeaseFacts)> = Vec::new();
+    for l in leased.values() {
+        if let Leased::Call {
+            lease_id, facts, ..
+        } = l
+        {
+            calls.push((*lease_id, facts));
+        }
+    }
+    if calls.is_empty() {
+        return;
+    }
+    let cards = match intake.cards(&calls).await {
+        Ok(cards) => cards,
+        Err(e) => {
+            tracing::warn!(code = ?e.code(), calls = calls.len(), "call cards unavailable");
+            return;
+        }
+    };
+    let mut cards: HashMap<Uuid, Box<CallCard>> = calls
+        .iter()
+        .map(|(lease_id, _)| *lease_id)
+        .zip(cards)
+        .filter_map(|(lease_id, card)| Some((lease_id, Box::new(card?))))
+        .collect();
+    for l in leased.values_mut() {
+        if let Leased::Call { lease_id, card, .. } = l {
+            *card = cards.remove(lease_id);
         }
     }
 }
@@ -263,6 +311,7 @@ async fn lease_batch(
                 lease_id: r.try_get("lease_id")?,
                 facts: Box::new(LeaseFacts::from_row(&agent, r)?),
                 presented_number: r.try_get("presented_number")?,
+                card: None,
             };
             leased.insert(agent, call);
         }

@@ -7,6 +7,7 @@ mod batch;
 mod credentials;
 pub mod disposition;
 mod floor;
+mod intake;
 mod leases;
 mod leasing;
 mod outcomes;
@@ -18,7 +19,6 @@ use anyhow::{Context, Result};
 use cnmas_bus::ConsumerSpec;
 use cnmas_proto::dialer::agent_service_server::AgentServiceServer;
 use cnmas_proto::dialer::dialer_admin_service_server::DialerAdminServiceServer;
-use cnmas_proto::intake::intake_service_client::IntakeServiceClient;
 use cnmas_runtime::config::{parse_var, var_or};
 use cnmas_runtime::service::{Base, Running};
 use cnmas_runtime::CommonConfig;
@@ -52,7 +52,7 @@ impl Config {
 
 pub(crate) struct State {
     pub base: Base,
-    pub intake: IntakeServiceClient<tonic::transport::Channel>,
+    pub intake: intake::Intake,
     pub lease: Duration,
     /// The facts of the calls this replica leased, for their outcomes.
     pub leases: leases::Leases,
@@ -73,12 +73,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown,
     )
     .await?;
+    let intake = intake::Intake::new(channel, base.auth.clone());
     let state = Arc::new(State {
         base: base.clone(),
-        intake: IntakeServiceClient::new(channel),
+        intake: intake.clone(),
         lease: config.lease,
         leases: leases::Leases::default(),
-        leasing: leasing::Leasing::start(&base, config.lease),
+        leasing: leasing::Leasing::start(&base, config.lease, intake),
         outcomes: outcomes::Outcomes::start(&base),
     });
     base.spawn_consumer(

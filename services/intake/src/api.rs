@@ -1,13 +1,14 @@
-//! The intake gRPC API: the call card of a leased call, for the dialer only, audited.
+//! The intake gRPC API: the call cards of leased calls, for the dialer only, audited.
 
 use crate::State;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use cnmas_domain::geo::Territory;
 use cnmas_domain::phone::FrenchPhone;
 use cnmas_domain::theme::{Field, Theme};
 use cnmas_proto::intake::{self as pb, intake_service_server::IntakeService};
 use cnmas_proto::support::{theme_to_proto, timestamp};
 use cnmas_runtime::auth::{principal, Role};
+use sqlx::postgres::PgRow;
 use sqlx::Row;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -86,47 +87,21 @@ const ALL_FIELDS: [Field; 21] = [
     Field::Phone,
 ];
 
-#[tonic::async_trait]
-impl IntakeService for IntakeApi {
-    async fn get_call_card(
-        &self,
-        req: Request<pb::GetCallCardRequest>,
-    ) -> Result<Response<pb::CallCard>, Status> {
-        let who = principal(&req)?;
-        who.require(&[Role::Service])?;
-        let r = req.into_inner();
-        let contact_id = Uuid::parse_str(&r.contact_id)
-            .map_err(|_| Status::invalid_argument("contact_id: uuid: not a contact id"))?;
-        let campaign_id = Uuid::parse_str(&r.campaign_id)
-            .map_err(|_| Status::invalid_argument("campaign_id: uuid: not a campaign id"))?;
-        if r.agent_id.trim().is_empty() || r.lease_id.trim().is_empty() {
-            return Err(Status::invalid_argument(
-                "agent_id, lease_id: required: every card view is audited",
-            ));
-        }
-        let pool = &self.state.base.pool;
-        // The view is audited by the statement that reads the card: one round trip, and no
-        // card leaves without its audit row committed.
-        let viewed_at = Utc::now();
-        let row = sqlx::query(
-            "WITH card AS (
-                 SELECT theme, territory, key_id, nonce, sealed,
-                        ameli_code_erased_at IS NOT NULL AS erased
-                 FROM contacts WHERE contact_id = $1 AND campaign_id = $2),
-             audit AS (
-                 INSERT INTO card_audit (contact_id, campaign_id, agent_id, lease_id, action, at)
-                 SELECT $1, $2, $3, $4, 'view', $5 FROM card)
-             SELECT * FROM card",
-        )
-        .bind(contact_id)
-        .bind(campaign_id)
-        .bind(r.agent_id.trim())
-        .bind(r.lease_id.trim())
-        .bind(viewed_at)
-        .fetch_optional(pool)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| Status::not_found("no such contact in this campaign"))?;
+/// The most cards one request may ask for: a lease batch of the dialer.
+const MAX_CARDS: usize = 256;
+
+#[derive(Default)]
+struct CardColumns<'a> {
+    contacts: Vec<Uuid>,
+    campaigns: Vec<Uuid>,
+    agents: Vec<&'a str>,
+    leases: Vec<&'a str>,
+}
+
+impl IntakeApi {
+    /// The card of one contact row: its sealed details opened, only what its theme needs.
+    fn card(&self, row: &PgRow, viewed_at: DateTime<Utc>) -> Result<pb::CallCard, Status> {
+        let contact_id: Uuid = row.get("contact_id");
         let theme = Theme::from_code(row.get("theme")).ok_or_else(|| internal("stored theme"))?;
         let plain = self
             .state
@@ -184,8 +159,7 @@ impl IntakeService for IntakeApi {
                 }
             })
             .collect();
-        metrics::counter!("cnmas_intake_card_views_total").increment(1);
-        Ok(Response::new(pb::CallCard {
+        Ok(pb::CallCard {
             contact_id: contact_id.to_string(),
             theme: theme_to_proto(theme) as i32,
             display_name,
@@ -193,7 +167,84 @@ impl IntakeService for IntakeApi {
             phone_territory,
             fields,
             viewed_at: Some(timestamp(viewed_at)),
-        }))
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl IntakeService for IntakeApi {
+    async fn get_call_cards(
+        &self,
+        req: Request<pb::GetCallCardsRequest>,
+    ) -> Result<Response<pb::GetCallCardsResponse>, Status> {
+        let who = principal(&req)?;
+        who.require(&[Role::Service])?;
+        let wanted = req.into_inner().cards;
+        if wanted.is_empty() || wanted.len() > MAX_CARDS {
+            return Err(Status::invalid_argument(format!(
+                "cards: count: 1 to {MAX_CARDS} cards a request"
+            )));
+        }
+        let mut columns = CardColumns::default();
+        for (i, r) in wanted.iter().enumerate() {
+            let id = |field: &str, value: &str, what: &str| {
+                Uuid::parse_str(value).map_err(|_| {
+                    Status::invalid_argument(format!("cards[{i}].{field}: uuid: not a {what} id"))
+                })
+            };
+            columns
+                .contacts
+                .push(id("contact_id", &r.contact_id, "contact")?);
+            columns
+                .campaigns
+                .push(id("campaign_id", &r.campaign_id, "campaign")?);
+            if r.agent_id.trim().is_empty() || r.lease_id.trim().is_empty() {
+                return Err(Status::invalid_argument(format!(
+                    "cards[{i}].agent_id, cards[{i}].lease_id: required: every card view is audited"
+                )));
+            }
+            columns.agents.push(r.agent_id.trim());
+            columns.leases.push(r.lease_id.trim());
+        }
+        // The views are audited by the statement that reads the cards: one round trip, and no
+        // card leaves without its audit row committed. Each contact is looked up on its own
+        // (the LIMIT keeps the subquery a lookup of the key, whatever the table's statistics).
+        let viewed_at = Utc::now();
+        let rows = sqlx::query(
+            "WITH wanted AS (
+                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[])
+                     WITH ORDINALITY AS w(contact_id, campaign_id, agent_id, lease_id, n)),
+             card AS (
+                 SELECT w.n, w.contact_id, w.campaign_id, w.agent_id, w.lease_id, c.* FROM wanted w
+                 CROSS JOIN LATERAL (
+                     SELECT theme, territory, key_id, nonce, sealed,
+                            ameli_code_erased_at IS NOT NULL AS erased
+                     FROM contacts
+                     WHERE contact_id = w.contact_id AND campaign_id = w.campaign_id LIMIT 1) c),
+             audit AS (
+                 INSERT INTO card_audit (contact_id, campaign_id, agent_id, lease_id, action, at)
+                 SELECT contact_id, campaign_id, agent_id, lease_id, 'view', $5 FROM card)
+             SELECT n, contact_id, theme, territory, key_id, nonce, sealed, erased FROM card",
+        )
+        .bind(&columns.contacts)
+        .bind(&columns.campaigns)
+        .bind(&columns.agents)
+        .bind(&columns.leases)
+        .bind(viewed_at)
+        .fetch_all(&self.state.base.pool)
+        .await
+        .map_err(internal)?;
+        let mut cards = vec![pb::CallCardResult { card: None }; wanted.len()];
+        for row in &rows {
+            let n: i64 = row.get("n");
+            let slot = usize::try_from(n - 1)
+                .ok()
+                .and_then(|i| cards.get_mut(i))
+                .ok_or_else(|| internal("card ordinality"))?;
+            slot.card = Some(self.card(row, viewed_at)?);
+        }
+        metrics::counter!("cnmas_intake_card_views_total").increment(rows.len() as u64);
+        Ok(Response::new(pb::GetCallCardsResponse { cards }))
     }
 
     async fn reveal_card_field(
