@@ -38,7 +38,7 @@ pub const VAULT_KEYS: &str = "k1:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
 pub const SERVICES: [&str; 5] = ["intake", "consent", "scheduler", "dialer-queue", "results"];
 
-fn pg_base() -> String {
+pub fn pg_base() -> String {
     std::env::var("CNMAS_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }

@@ -73,3 +73,55 @@ pub async fn connect(url: &str, max_connections: u32, mut migrator: Migrator) ->
     migrator.run(&pool).await.context("service migrations")?;
     Ok(pool)
 }
+
+/// Tables of at least this many live rows are analysed once they hold twice as many as when
+/// they were last analysed.
+const ANALYSE_FROM_ROWS: i64 = 1000;
+
+/// Analyses each of `tables` that grew to twice its size at its last analysis, and returns
+/// those. PostgreSQL keeps a prepared statement's generic plan until the statistics of a table
+/// it reads change; a plan made while a table was nearly empty scans it whole once it holds a
+/// million rows. Autovacuum analyses grown tables too, but only when it is enabled and on its
+/// own schedule; this makes a hot path's cached plans follow the tables' sizes whatever the
+/// server's configuration.
+pub async fn analyse_grown(pool: &PgPool, tables: &[&str]) -> Result<Vec<String>, sqlx::Error> {
+    let grown: Vec<String> = sqlx::query_scalar(
+        "SELECT s.relname::text FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+         WHERE s.schemaname = current_schema() AND s.relname = ANY($1)
+           AND s.n_live_tup >= $2 AND s.n_live_tup > 2 * greatest(c.reltuples, 0)",
+    )
+    .bind(tables)
+    .bind(ANALYSE_FROM_ROWS)
+    .fetch_all(pool)
+    .await?;
+    for table in &grown {
+        // The name is one of `tables` (the service's own), quoted all the same.
+        let quoted = format!("\"{}\"", table.replace('"', "\"\""));
+        sqlx::query(&format!("ANALYZE {quoted}"))
+            .execute(pool)
+            .await?;
+    }
+    Ok(grown)
+}
+
+/// Every `every`, [`analyse_grown`] on `tables`, until `shutdown`.
+pub async fn keep_statistics(
+    pool: PgPool,
+    tables: &'static [&'static str],
+    every: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        match analyse_grown(&pool, tables).await {
+            Ok(grown) if !grown.is_empty() => {
+                tracing::info!(tables = ?grown, "analysed grown tables")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "analysing grown tables failed; will retry"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}

@@ -6,8 +6,8 @@
 //! arrival order, so no two agents get the same call. The second leases them and moves the
 //! agents to "on call" (or "available" when nothing is due). The cards of the batch's calls
 //! then come from intake in one request, while the next batch is leased. A quiet dialer leases
-//! each call alone; a busy one pays two plans, two round trips, one commit and one request to
-//! intake per batch.
+//! each call alone; a busy one pays two round trips, one commit and one request to intake per
+//! batch.
 
 use crate::batch::{next_batch, submit, BatchError};
 use crate::intake::Intake;
@@ -238,10 +238,9 @@ async fn lease_batch(
 ) -> Result<HashMap<String, Leased>, sqlx::Error> {
     let now = Utc::now();
     let mut tx = pool.begin().await?;
-    // Both statements are planned at each run (`persistent(false)`), with the batch's size and
-    // the queue's: a plan cached on an empty queue would scan it whole once it is large.
+    // Both statements are prepared: their plans follow the queue's size because the dialer
+    // analyses its tables as they grow (`STATISTICS_OF`).
     let rows = sqlx::query(CANDIDATES)
-        .persistent(false)
         .bind(agents)
         .bind(now)
         .bind(CALLBACK_EXCLUSIVITY_MINUTES)
@@ -295,7 +294,6 @@ async fn lease_batch(
         .collect();
     if !registered.is_empty() {
         let rows = sqlx::query(&LEASE)
-            .persistent(false)
             .bind(&pick_agents)
             .bind(&calls)
             .bind(&lease_ids)

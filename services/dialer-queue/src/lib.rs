@@ -28,6 +28,10 @@ use tokio_util::sync::CancellationToken;
 
 pub const SERVICE: &str = "dialer-queue";
 
+/// The tables the lease and the outcome read, analysed as they grow so that the prepared
+/// statements' plans follow their sizes (`cnmas_runtime::db::analyse_grown`).
+const STATISTICS_OF: &[&str] = &["queue", "agents", "agent_campaigns", "campaigns"];
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub common: CommonConfig,
@@ -101,6 +105,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         "dialer_closures",
     );
     base.tasks.spawn(queue::run_sweeper(state.clone()));
+    base.tasks.spawn(cnmas_runtime::db::keep_statistics(
+        base.pool.clone(),
+        STATISTICS_OF,
+        Duration::from_secs(5),
+        base.shutdown.clone(),
+    ));
     base.tasks.spawn(staffing::run_publisher(state.clone()));
     let router = tonic::transport::Server::builder()
         .add_service(person_data)
