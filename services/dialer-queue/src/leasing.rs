@@ -21,6 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 /// The most agents leased for by one transaction.
@@ -65,6 +66,7 @@ impl Leasing {
             lease,
             intake,
             arrivals,
+            base.tasks.clone(),
             base.shutdown.clone(),
         ));
         Leasing { queue }
@@ -85,6 +87,7 @@ async fn run(
     lease: Duration,
     intake: Intake,
     mut arrivals: mpsc::Receiver<Pending>,
+    tasks: TaskTracker,
     shutdown: CancellationToken,
 ) {
     while let Some(batch) = next_batch(&mut arrivals, MAX_BATCH, &shutdown).await {
@@ -100,7 +103,7 @@ async fn run(
             Ok(mut leased) => {
                 // The cards come from intake while the next batch is leased.
                 let intake = intake.clone();
-                tokio::spawn(async move {
+                tasks.spawn(async move {
                     with_cards(&intake, &mut leased).await;
                     for p in batch {
                         let answer = leased
