@@ -123,17 +123,7 @@ impl Backend {
     }
 
     fn as_service<T>(&self, message: T) -> Result<Request<T>, Status> {
-        let token = self
-            .auth
-            .issue(
-                Role::Service,
-                crate::SERVICE,
-                None,
-                None,
-                chrono::Duration::minutes(2),
-            )
-            .map_err(|_| Status::internal("cannot mint a token"))?;
-        bearer(Request::new(message), &token)
+        self.auth.service_request(crate::SERVICE, message)
     }
 
     pub async fn verify(&self, agent_id: &str, password: &str) -> Result<dialer::Agent, Status> {

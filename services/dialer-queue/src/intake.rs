@@ -6,9 +6,9 @@ use cnmas_proto::intake::intake_service_client::IntakeServiceClient;
 use cnmas_proto::intake::{
     CallCard, GetCallCardRequest, GetCallCardsRequest, RevealCardFieldRequest, RevealedField,
 };
-use cnmas_runtime::auth::{bearer, Authenticator, Role};
+use cnmas_runtime::auth::Authenticator;
 use tonic::transport::Channel;
-use tonic::{Request, Status};
+use tonic::Status;
 use uuid::Uuid;
 
 #[derive(Clone)]
@@ -25,37 +25,26 @@ impl Intake {
         }
     }
 
-    fn request<T>(&self, message: T) -> Result<Request<T>, Status> {
-        let token = self
-            .auth
-            .issue(
-                Role::Service,
-                crate::SERVICE,
-                None,
-                None,
-                chrono::Duration::minutes(5),
-            )
-            .map_err(|_| Status::internal("internal error"))?;
-        bearer(Request::new(message), &token)
-    }
-
     /// The cards of leased calls, in their order; `None` for a call whose contact intake no
     /// longer holds in that campaign.
     pub async fn cards(
         &self,
         calls: &[(Uuid, &LeaseFacts)],
     ) -> Result<Vec<Option<CallCard>>, Status> {
-        let req = self.request(GetCallCardsRequest {
-            cards: calls
-                .iter()
-                .map(|(lease_id, facts)| GetCallCardRequest {
-                    contact_id: facts.contact_id.to_string(),
-                    campaign_id: facts.campaign_id.to_string(),
-                    agent_id: facts.agent_id.clone(),
-                    lease_id: lease_id.to_string(),
-                })
-                .collect(),
-        })?;
+        let req = self.auth.service_request(
+            crate::SERVICE,
+            GetCallCardsRequest {
+                cards: calls
+                    .iter()
+                    .map(|(lease_id, facts)| GetCallCardRequest {
+                        contact_id: facts.contact_id.to_string(),
+                        campaign_id: facts.campaign_id.to_string(),
+                        agent_id: facts.agent_id.clone(),
+                        lease_id: lease_id.to_string(),
+                    })
+                    .collect(),
+            },
+        )?;
         let cards = self.client.clone().get_call_cards(req).await?.into_inner();
         if cards.cards.len() != calls.len() {
             return Err(Status::internal("intake answered another number of cards"));
@@ -64,7 +53,7 @@ impl Intake {
     }
 
     pub async fn reveal(&self, message: RevealCardFieldRequest) -> Result<RevealedField, Status> {
-        let req = self.request(message)?;
+        let req = self.auth.service_request(crate::SERVICE, message)?;
         Ok(self
             .client
             .clone()
