@@ -722,22 +722,27 @@ async fn the_ameli_code_is_erased_when_the_campaign_ends() -> Result<()> {
     let mut intake = system
         .intake_api(system.token(Role::Service, None, None))
         .await?;
-    let card = |id: Uuid| GetCallCardsRequest {
-        cards: vec![GetCallCardRequest {
-            contact_id: id.to_string(),
-            campaign_id: campaign.clone(),
-            agent_id: "agent-1".into(),
-            lease_id: "lease-1".into(),
-        }],
+    // The card as the dialer gets it, in a request of its own.
+    let card_of = |id: Uuid| {
+        let mut intake = intake.clone();
+        let request = GetCallCardsRequest {
+            cards: vec![GetCallCardRequest {
+                contact_id: id.to_string(),
+                campaign_id: campaign.clone(),
+                agent_id: "agent-1".into(),
+                lease_id: "lease-1".into(),
+            }],
+        };
+        async move {
+            let cards = intake.get_call_cards(request).await?.into_inner().cards;
+            cards
+                .into_iter()
+                .next()
+                .and_then(|c| c.card)
+                .ok_or_else(|| anyhow::anyhow!("no card for the contact"))
+        }
     };
-    let before = intake
-        .get_call_cards(card(ids[0]))
-        .await?
-        .into_inner()
-        .cards[0]
-        .card
-        .clone()
-        .expect("the contact's card");
+    let before = card_of(ids[0]).await?;
     let field = before
         .fields
         .iter()
@@ -807,14 +812,7 @@ async fn the_ameli_code_is_erased_when_the_campaign_ends() -> Result<()> {
                 .get("ameli_code_erased_at");
         assert!(at.is_some());
     }
-    let after = intake
-        .get_call_cards(card(ids[1]))
-        .await?
-        .into_inner()
-        .cards[0]
-        .card
-        .clone()
-        .expect("the contact's card");
+    let after = card_of(ids[1]).await?;
     let field = after
         .fields
         .iter()
