@@ -26,6 +26,39 @@ fn display_name_of(i: usize) -> String {
     format!("Camille Nom{i}")
 }
 
+/// `agents` agents on one flu campaign whose `contacts` calls are all queued: the setting of the
+/// tests of agents working at once. Returns the agents' ids and the dialer's database.
+async fn crowd(
+    system: &System,
+    agents: usize,
+    contacts: usize,
+    event_id: &str,
+) -> Result<(Vec<String>, sqlx::PgPool)> {
+    let ids: Vec<String> = (0..agents).map(|i| format!("agent-{i}")).collect();
+    let names: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let campaign = system
+        .active_campaign(FUND, Theme::FluVaccination, &names)
+        .await?;
+    system
+        .submit(
+            FUND,
+            &campaign,
+            event_id,
+            (0..contacts).map(people::flu).collect(),
+        )
+        .await?;
+    let pool = sqlx::PgPool::connect(system.database_url("dialer-queue")).await?;
+    wait_for_count(
+        WAIT,
+        &pool,
+        "SELECT count(*) FROM queue",
+        contacts as i64,
+        "every call queued",
+    )
+    .await?;
+    Ok((ids, pool))
+}
+
 #[tokio::test]
 async fn contacts_flow_from_fund_to_agent_and_back_as_results_once() -> Result<()> {
     let system = System::start().await?;
@@ -479,24 +512,8 @@ async fn apis_require_a_valid_token_and_respect_scopes() -> Result<()> {
 #[tokio::test]
 async fn a_call_is_never_leased_to_two_agents_at_once() -> Result<()> {
     let system = System::start().await?;
-    let agents: Vec<String> = (0..16).map(|i| format!("agent-{i}")).collect();
-    let names: Vec<&str> = agents.iter().map(String::as_str).collect();
-    let campaign = system
-        .active_campaign(FUND, Theme::FluVaccination, &names)
-        .await?;
     let n = 60;
-    system
-        .submit(FUND, &campaign, "many", (0..n).map(people::flu).collect())
-        .await?;
-    let pool = sqlx::PgPool::connect(system.database_url("dialer-queue")).await?;
-    wait_for_count(
-        WAIT,
-        &pool,
-        "SELECT count(*) FROM queue",
-        n as i64,
-        "every call queued",
-    )
-    .await?;
+    let (agents, pool) = crowd(&system, 16, n, "many").await?;
     // Every agent leases as fast as it can, concurrently, until nothing is left.
     let mut tasks = Vec::new();
     for a in &agents {
@@ -875,21 +892,9 @@ async fn outcomes_sent_at_once_are_each_written_once() -> Result<()> {
     // Outcomes arriving together are written by one statement; the same outcome sent twice at
     // once (a double click) must still count once, and every other agent's outcome count.
     let system = System::start().await?;
-    let agents: Vec<String> = (0..6).map(|i| format!("agent-{i}")).collect();
-    let names: Vec<&str> = agents.iter().map(String::as_str).collect();
-    let campaign = system
-        .active_campaign(FUND, Theme::FluVaccination, &names)
-        .await?;
-    system
-        .submit(
-            FUND,
-            &campaign,
-            "at-once",
-            (0..6).map(people::flu).collect(),
-        )
-        .await?;
+    let (agents, pool) = crowd(&system, 6, 6, "at-once").await?;
     let mut sends = Vec::new();
-    for name in &names {
+    for name in &agents {
         let mut agent = system.agent(name).await?;
         let call = lease(&mut agent).await?;
         let request = outcome_request(&call, Kind::RefusedInterview(RefusedInterview {}));
@@ -912,7 +917,6 @@ async fn outcomes_sent_at_once_are_each_written_once() -> Result<()> {
         }
     }
     assert_eq!((written, refused), (6, 6));
-    let pool = sqlx::PgPool::connect(system.database_url("dialer-queue")).await?;
     let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts")
         .fetch_one(&pool)
         .await?;
@@ -942,23 +946,9 @@ async fn agents_asking_at_once_get_distinct_calls_and_a_double_request_one() -> 
     // to two agents, an agent asking twice at once gets one call, and agents beyond the due
     // calls get nothing.
     let system = System::start().await?;
-    let agents: Vec<String> = (0..8).map(|i| format!("agent-{i}")).collect();
-    let names: Vec<&str> = agents.iter().map(String::as_str).collect();
-    let campaign = system
-        .active_campaign(FUND, Theme::FluVaccination, &names)
-        .await?;
-    system
-        .submit(
-            FUND,
-            &campaign,
-            "at-once",
-            (0..5).map(people::flu).collect(),
-        )
-        .await?;
-    let pool = sqlx::PgPool::connect(system.database_url("dialer-queue")).await?;
-    wait_for_count(WAIT, &pool, "SELECT count(*) FROM queue", 5, "queued calls").await?;
+    let (agents, pool) = crowd(&system, 8, 5, "at-once").await?;
     let mut asks = Vec::new();
-    for name in &names {
+    for name in &agents {
         let agent = system.agent(name).await?;
         for _ in 0..2 {
             let mut agent = agent.clone();
