@@ -41,6 +41,11 @@ struct Args {
     /// Contacts per SubmitContacts message.
     #[arg(long, default_value_t = 1000)]
     per_message: usize,
+    /// gRPC connections the agents share to the dialer. The default, 1, is how agents reach
+    /// it in production: through the web console's backend, which holds one channel; set it
+    /// to the number of agents for one connection each.
+    #[arg(long, default_value_t = 1)]
+    agent_channels: usize,
     /// Connections of the bare lease floor's pool (the dialer's pool has 10 by default).
     #[arg(long, default_value_t = 10)]
     floor_pool: u32,
@@ -281,7 +286,7 @@ async fn run(env: &Env, services: &mut Services, report: &mut Report) -> Result<
         .agents(services, &campaign, a.agents)
         .await
         .context("step 4 (registering agents)")?;
-    let clients = ctx.agent_clients(services, &ids)?;
+    let clients = ctx.agent_clients(services, &ids, a.agent_channels)?;
     say(format!(
         "(4) outcomes: {m} calls by {} agents, no think time",
         a.agents
@@ -365,6 +370,7 @@ async fn run(env: &Env, services: &mut Services, report: &mut Report) -> Result<
         .await
         .context("step 5 (day)")?;
     cpu_step(report, "day", &s0, &services.cpu_snap());
+    dump_metrics(services, &env.logdir, "day").await;
     report.day_calls = d.calls.len();
     report.day_nothing_due = d.nothing_due;
     report.day_errors = d.errors;
@@ -672,6 +678,7 @@ async fn main_inner(args: Args) -> Result<i32> {
         "contacts": args.contacts,
         "outcomes": args.outcomes,
         "agents": args.agents,
+        "agent_channels": args.agent_channels,
         "talk_ms": args.talk_ms,
         "day_seconds": args.day_seconds,
         "floor_s": r3(r.floor_s),

@@ -277,14 +277,22 @@ impl Ctx {
         Ok(ids)
     }
 
-    /// One gRPC connection per agent (each agent has its own desktop).
-    pub fn agent_clients(&self, services: &Services, ids: &[String]) -> Result<Vec<Agent>> {
+    /// The agents' clients, over `channels` connections shared in turn (at least one).
+    pub fn agent_clients(
+        &self,
+        services: &Services,
+        ids: &[String],
+        channels: usize,
+    ) -> Result<Vec<Agent>> {
         let url = services.grpc_url("dialer-queue");
+        let channels: Vec<Channel> = (0..channels.clamp(1, ids.len().max(1)))
+            .map(|_| Ok(Channel::from_shared(url.clone())?.connect_lazy()))
+            .collect::<Result<_>>()?;
         ids.iter()
-            .map(|id| {
-                let ch = Channel::from_shared(url.clone())?.connect_lazy();
+            .zip(channels.iter().cycle())
+            .map(|(id, ch)| {
                 Ok(AgentServiceClient::with_interceptor(
-                    ch,
+                    ch.clone(),
                     Bearer(self.token(Role::Agent, None, Some(id))?),
                 ))
             })
