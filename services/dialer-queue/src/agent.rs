@@ -18,6 +18,7 @@ use cnmas_proto::support::{envelope, outcome_to_proto, theme_to_proto, timestamp
 use cnmas_runtime::auth::principal;
 use sqlx::Row;
 use std::sync::Arc;
+use std::time::Instant;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -148,6 +149,7 @@ impl AgentService for AgentApi {
         &self,
         req: Request<pb::NextCallRequest>,
     ) -> Result<Response<pb::NextCallResponse>, Status> {
+        let started = Instant::now();
         let who = principal(&req)?;
         let agent_id = who.agent_id()?.to_string();
         let (lease_id, facts, presented_number, card) =
@@ -189,6 +191,7 @@ impl AgentService for AgentApi {
         let call = Self::leased_call(lease_id, &facts, presented_number, *card);
         self.state.leases.keep(lease_id, facts);
         metrics::counter!("cnmas_dialer_leases_total").increment(1);
+        metrics::histogram!("cnmas_dialer_next_call_seconds").record(started.elapsed());
         Ok(Response::new(pb::NextCallResponse {
             result: Some(pb::next_call_response::Result::Call(call)),
         }))
@@ -224,6 +227,7 @@ impl AgentService for AgentApi {
         &self,
         req: Request<pb::RecordOutcomeRequest>,
     ) -> Result<Response<pb::RecordOutcomeResponse>, Status> {
+        let started = Instant::now();
         let who = principal(&req)?;
         let agent_id = who.agent_id()?.to_string();
         let r = req.into_inner();
@@ -288,6 +292,7 @@ impl AgentService for AgentApi {
         }
         metrics::counter!("cnmas_dialer_attempts_total", "outcome" => checked.outcome.code())
             .increment(1);
+        metrics::histogram!("cnmas_dialer_record_outcome_seconds").record(started.elapsed());
         Ok(Response::new(pb::RecordOutcomeResponse {
             attempt_id: attempt,
         }))

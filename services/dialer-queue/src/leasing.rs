@@ -18,7 +18,7 @@ use cnmas_proto::intake::CallCard;
 use cnmas_runtime::service::Base;
 use sqlx::{PgPool, Row};
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -99,12 +99,17 @@ async fn run(
                 agents.push(p.agent_id.clone());
             }
         }
-        match lease_batch(&pool, &agents, lease).await {
+        let started = Instant::now();
+        let leased = lease_batch(&pool, &agents, lease).await;
+        metrics::histogram!("cnmas_dialer_lease_batch_seconds").record(started.elapsed());
+        match leased {
             Ok(mut leased) => {
                 // The cards come from intake while the next batch is leased.
                 let intake = intake.clone();
                 tasks.spawn(async move {
+                    let started = Instant::now();
                     with_cards(&intake, &mut leased).await;
+                    metrics::histogram!("cnmas_dialer_cards_seconds").record(started.elapsed());
                     for p in batch {
                         let answer = leased
                             .get(&p.agent_id)

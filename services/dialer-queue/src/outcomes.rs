@@ -10,6 +10,7 @@ use cnmas_bus::{Outbox, OutboxRelay};
 use cnmas_runtime::service::Base;
 use sqlx::{PgPool, Row};
 use std::collections::HashSet;
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -67,7 +68,10 @@ async fn run(
 ) {
     while let Some(mut batch) = next_batch(&mut arrivals, MAX_BATCH, &shutdown).await {
         metrics::histogram!("cnmas_dialer_outcome_batch_size").record(batch.len() as f64);
-        match write(&pool, &mut batch).await {
+        let started = Instant::now();
+        let written = write(&pool, &mut batch).await;
+        metrics::histogram!("cnmas_dialer_outcome_write_seconds").record(started.elapsed());
+        match written {
             Ok(made) => {
                 if !made.is_empty() {
                     relay.wake();

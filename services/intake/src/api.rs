@@ -12,6 +12,7 @@ use sqlx::postgres::PgRow;
 use sqlx::Row;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -177,6 +178,7 @@ impl IntakeService for IntakeApi {
         &self,
         req: Request<pb::GetCallCardsRequest>,
     ) -> Result<Response<pb::GetCallCardsResponse>, Status> {
+        let started = Instant::now();
         let who = principal(&req)?;
         who.require(&[Role::Service])?;
         let wanted = req.into_inner().cards;
@@ -244,6 +246,7 @@ impl IntakeService for IntakeApi {
             slot.card = Some(self.card(row, viewed_at)?);
         }
         metrics::counter!("cnmas_intake_card_views_total").increment(rows.len() as u64);
+        metrics::histogram!("cnmas_intake_call_cards_seconds").record(started.elapsed());
         Ok(Response::new(pb::GetCallCardsResponse { cards }))
     }
 
