@@ -273,6 +273,21 @@ impl System {
         self.addrs[service].1
     }
 
+    /// A service's `/metrics` page (one recorder per process: in-process services share it).
+    pub async fn metrics(&self, service: &'static str) -> Result<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(self.http_addr(service)).await?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut page = String::new();
+        s.read_to_string(&mut page).await?;
+        anyhow::ensure!(
+            page.starts_with("HTTP/1.1 200"),
+            "/metrics of {service}: {page}"
+        );
+        Ok(page)
+    }
+
     pub fn grpc_url(&self, service: &'static str) -> String {
         format!("http://{}", self.addrs[service].0)
     }
