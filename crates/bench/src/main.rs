@@ -89,6 +89,8 @@ struct Report {
     day_nothing_due: u64,
     day_errors: u64,
     lease: Lat,
+    next_call: Lat,
+    record_outcome: Lat,
     result_latency: Lat,
     lease_floor_day: Lat,
     lease_floor_day_cycles: usize,
@@ -119,6 +121,26 @@ async fn dump_metrics(services: &Services, dir: &std::path::Path, step: &str) {
             let _ = std::fs::write(dir.join(format!("metrics-{step}-{}.txt", s.name)), body);
         }
     }
+}
+
+/// Each call of the day as `started_s,next_call_ms,record_outcome_ms` (seconds from the first
+/// call), to see when the slow ones happened.
+fn write_day_timings(dir: &std::path::Path, timings: &[system::Timing]) {
+    let Some(first) = timings.iter().map(|t| t.started).min() else {
+        return;
+    };
+    let mut sorted = timings.to_vec();
+    sorted.sort_by_key(|t| t.started);
+    let mut csv = String::from("started_s,next_call_ms,record_outcome_ms\n");
+    for t in &sorted {
+        csv.push_str(&format!(
+            "{:.4},{:.2},{:.2}\n",
+            t.started.duration_since(first).as_secs_f64(),
+            t.next_call_ms,
+            t.record_outcome_ms
+        ));
+    }
+    let _ = std::fs::write(dir.join("day-timings.csv"), csv);
 }
 
 /// Calls the dialer has queued since it started (`cnmas_dialer_calls_queued_total`), 0 while
@@ -314,7 +336,7 @@ async fn run(env: &Env, services: &mut Services, report: &mut Report) -> Result<
     };
     let last_arrival = arrivals.iter().max().copied().unwrap_or_else(Instant::now);
     report.outcomes_s = last_arrival.duration_since(started).as_secs_f64();
-    report.outcomes_pair = system::lat(&done.pair_ms);
+    report.outcomes_pair = system::pairs(&done.timings);
     cpu_step(report, "outcomes", &s0, &services.cpu_snap());
     dump_metrics(services, &env.logdir, "outcomes").await;
     say(format!(
@@ -374,7 +396,10 @@ async fn run(env: &Env, services: &mut Services, report: &mut Report) -> Result<
     report.day_calls = d.calls.len();
     report.day_nothing_due = d.nothing_due;
     report.day_errors = d.errors;
-    report.lease = system::lat(&d.pair_ms);
+    report.lease = system::pairs(&d.timings);
+    report.next_call = Lat::new(d.timings.iter().map(|t| t.next_call_ms).collect());
+    report.record_outcome = Lat::new(d.timings.iter().map(|t| t.record_outcome_ms).collect());
+    write_day_timings(&env.logdir, &d.timings);
     let day_ids: Vec<String> = d.calls.iter().map(|c| c.0.clone()).collect();
     let lost = match fund.wait_for(&day_ids, Duration::from_secs(60)).await {
         Ok(_) => 0,
@@ -516,6 +541,12 @@ fn print_table(env: &Env, r: &Report, rss: &[(&'static str, f64)]) {
         r.lease_floor_day.p(99.0),
         ratio(r.lease.p(99.0), r.lease_floor_day.p(99.0))
     );
+    for (name, l) in [
+        ("    NextCall p50 / p99", &r.next_call),
+        ("    RecordOutcome p50 / p99", &r.record_outcome),
+    ] {
+        println!("{:<44} {:>10.1} ms {:>10.1} ms", name, l.p(50.0), l.p(99.0));
+    }
     println!(
         "{:<44} {:>10.1} ms {:>14} {:>10}",
         "(5) day: outcome → fund result p50",
@@ -690,6 +721,8 @@ async fn main_inner(args: Args) -> Result<i32> {
         "lease_p50_ms": r2(r.lease.p(50.0)),
         "lease_p99_ms": r2(r.lease.p(99.0)),
         "lease_floor_p99_ms": r2(r.lease_floor_day.p(99.0)),
+        "next_call_p99_ms": r2(r.next_call.p(99.0)),
+        "record_outcome_p99_ms": r2(r.record_outcome.p(99.0)),
         "result_latency_p99_ms": r2(r.result_latency.p(99.0)),
         "max_rss_mib": r1(max_rss),
         "rss_mib": rss_obj,

@@ -305,8 +305,7 @@ pub enum Cycle {
     Done {
         contact_id: String,
         recorded: Instant,
-        /// NextCall + RecordOutcome, ms (talk time excluded).
-        pair_ms: f64,
+        timing: Timing,
     },
     NothingDue,
 }
@@ -316,6 +315,21 @@ fn wrong_number() -> pb::Disposition {
         kind: Some(disposition::Kind::NotReached(pb::NotReached {
             reason: AttemptOutcome::WrongNumber as i32,
         })),
+    }
+}
+
+/// How long the two requests of one call took (talk time excluded), and when the call started.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub started: Instant,
+    pub next_call_ms: f64,
+    pub record_outcome_ms: f64,
+}
+
+impl Timing {
+    /// NextCall + RecordOutcome, ms.
+    pub fn pair_ms(&self) -> f64 {
+        self.next_call_ms + self.record_outcome_ms
     }
 }
 
@@ -349,13 +363,17 @@ pub async fn cycle(agent: &mut Agent, talk: Duration) -> Result<Cycle> {
     Ok(Cycle::Done {
         contact_id,
         recorded,
-        pair_ms: (leased + recorded.duration_since(t1)).as_secs_f64() * 1000.0,
+        timing: Timing {
+            started: t0,
+            next_call_ms: leased.as_secs_f64() * 1000.0,
+            record_outcome_ms: recorded.duration_since(t1).as_secs_f64() * 1000.0,
+        },
     })
 }
 
 pub struct Completed {
     pub calls: Vec<(String, Instant)>,
-    pub pair_ms: Vec<f64>,
+    pub timings: Vec<Timing>,
     pub nothing_due: u64,
     pub errors: u64,
 }
@@ -371,21 +389,21 @@ pub async fn outcomes(agents: Vec<Agent>, m: usize, within: Duration) -> Result<
         let (claimed, done, errors) = (claimed.clone(), done.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
             let mut calls = Vec::new();
-            let mut pair = Vec::new();
+            let mut timings = Vec::new();
             let mut nothing = 0u64;
             while claimed.fetch_add(1, Ordering::Relaxed) < m {
                 loop {
                     if Instant::now() > deadline {
-                        return (calls, pair, nothing);
+                        return (calls, timings, nothing);
                     }
                     match cycle(&mut agent, Duration::ZERO).await {
                         Ok(Cycle::Done {
                             contact_id,
                             recorded,
-                            pair_ms,
+                            timing,
                         }) => {
                             calls.push((contact_id, recorded));
-                            pair.push(pair_ms);
+                            timings.push(timing);
                             done.fetch_add(1, Ordering::Relaxed);
                             break;
                         }
@@ -402,19 +420,19 @@ pub async fn outcomes(agents: Vec<Agent>, m: usize, within: Duration) -> Result<
                     }
                 }
             }
-            (calls, pair, nothing)
+            (calls, timings, nothing)
         }));
     }
     let mut out = Completed {
         calls: Vec::with_capacity(m),
-        pair_ms: Vec::with_capacity(m),
+        timings: Vec::with_capacity(m),
         nothing_due: 0,
         errors: 0,
     };
     for t in tasks {
         let (c, p, n) = t.await?;
         out.calls.extend(c);
-        out.pair_ms.extend(p);
+        out.timings.extend(p);
         out.nothing_due += n;
     }
     out.errors = errors.load(Ordering::Relaxed);
@@ -445,7 +463,7 @@ pub async fn day(
         tasks.push(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::from_entropy();
             let mut calls = Vec::new();
-            let mut pair = Vec::new();
+            let mut timings = Vec::new();
             let mut nothing = 0u64;
             let start_in = rng.gen_range(0.0..ramp.as_secs_f64().max(0.001));
             tokio::time::sleep(Duration::from_secs_f64(start_in)).await;
@@ -455,10 +473,10 @@ pub async fn day(
                     Ok(Cycle::Done {
                         contact_id,
                         recorded,
-                        pair_ms,
+                        timing,
                     }) => {
                         calls.push((contact_id, recorded));
-                        pair.push(pair_ms);
+                        timings.push(timing);
                     }
                     Ok(Cycle::NothingDue) => {
                         nothing += 1;
@@ -472,13 +490,13 @@ pub async fn day(
                     }
                 }
             }
-            (calls, pair, nothing)
+            (calls, timings, nothing)
         }));
     }
     let within = day + Duration::from_secs(120);
     let mut out = Completed {
         calls: Vec::new(),
-        pair_ms: Vec::new(),
+        timings: Vec::new(),
         nothing_due: 0,
         errors: 0,
     };
@@ -488,13 +506,14 @@ pub async fn day(
     for r in joined {
         let (c, p, n) = r?;
         out.calls.extend(c);
-        out.pair_ms.extend(p);
+        out.timings.extend(p);
         out.nothing_due += n;
     }
     out.errors = errors.load(Ordering::Relaxed);
     Ok(out)
 }
 
-pub fn lat(v: &[f64]) -> Lat {
-    Lat::new(v.to_vec())
+/// The latencies of the pairs of requests.
+pub fn pairs(v: &[Timing]) -> Lat {
+    Lat::new(v.iter().map(Timing::pair_ms).collect())
 }
