@@ -3,14 +3,14 @@
 //! transaction of two statements. The first locks the candidates with `SKIP LOCKED`: each
 //! agent's held call and own callback, and the best free calls of the batch's campaigns, as
 //! many per campaign as agents of the batch may take from it. [`assign`] gives them out in
-//! arrival order, so no two agents get the same call. The second leases them and moves the
-//! agents to "on call" (or "available" when nothing is due). The cards of the batch's calls
-//! then come from intake in one request, while the next batch is leased. A quiet dialer leases
-//! each call alone; a busy one pays two round trips, one commit and one request to intake per
-//! batch.
+//! arrival order, so no two agents get the same call. The cards of the assigned calls are then
+//! asked of intake in one request, while the second statement leases the calls and moves the
+//! agents to "on call" (or "available" when nothing is due) and the transaction commits
+//! (decision 0014). A quiet dialer leases each call alone; a busy one pays four round trips,
+//! one commit and one request to intake per batch.
 
 use crate::batch::{next_batch, submit, BatchError};
-use crate::intake::Intake;
+use crate::intake::{CardFor, Intake};
 use crate::leases::{self, LeaseFacts};
 use crate::staffing;
 use chrono::{DateTime, Utc};
@@ -20,6 +20,7 @@ use sqlx::{PgPool, Row};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -100,16 +101,14 @@ async fn run(
             }
         }
         let started = Instant::now();
-        let leased = lease_batch(&pool, &agents, lease).await;
+        let leased = lease_batch(&pool, &agents, lease, &intake, &tasks).await;
         metrics::histogram!("cnmas_dialer_lease_batch_seconds").record(started.elapsed());
         match leased {
-            Ok(mut leased) => {
-                // The cards come from intake while the next batch is leased.
-                let intake = intake.clone();
+            Ok((mut leased, cards)) => {
+                // The cards may still be on their way: they are awaited apart, so that the
+                // next batch is leased meanwhile.
                 tasks.spawn(async move {
-                    let started = Instant::now();
-                    with_cards(&intake, &mut leased).await;
-                    metrics::histogram!("cnmas_dialer_cards_seconds").record(started.elapsed());
+                    with_cards(&mut leased, cards).await;
                     for p in batch {
                         let answer = leased
                             .get(&p.agent_id)
@@ -129,34 +128,39 @@ async fn run(
     }
 }
 
-/// Adds their cards to the leased calls, with one request to intake. A call intake has no card
-/// for, or all of them when intake cannot be reached, are left without.
-async fn with_cards(intake: &Intake, leased: &mut HashMap<String, Leased>) {
-    let mut calls: Vec<(Uuid, &LeaseFacts)> = Vec::new();
-    for l in leased.values() {
-        if let Leased::Call {
-            lease_id, facts, ..
-        } = l
-        {
-            calls.push((*lease_id, facts));
+/// The cards of a batch by lease id, from one request to intake: empty when no call was
+/// assigned or intake could not be reached.
+type Cards = JoinHandle<HashMap<Uuid, Box<CallCard>>>;
+
+/// Asks intake for the cards of the assigned calls, in a task of its own.
+fn ask_cards(intake: &Intake, tasks: &TaskTracker, calls: Vec<CardFor>) -> Cards {
+    let intake = intake.clone();
+    tasks.spawn(async move {
+        if calls.is_empty() {
+            return HashMap::new();
         }
-    }
-    if calls.is_empty() {
-        return;
-    }
-    let cards = match intake.cards(&calls).await {
-        Ok(cards) => cards,
-        Err(e) => {
-            tracing::warn!(code = ?e.code(), calls = calls.len(), "call cards unavailable");
-            return;
-        }
-    };
-    let mut cards: HashMap<Uuid, Box<CallCard>> = calls
-        .iter()
-        .map(|(lease_id, _)| *lease_id)
-        .zip(cards)
-        .filter_map(|(lease_id, card)| Some((lease_id, Box::new(card?))))
-        .collect();
+        let started = Instant::now();
+        let lease_ids: Vec<Uuid> = calls.iter().map(|c| c.lease_id).collect();
+        let asked = lease_ids.len();
+        let cards = match intake.cards(calls).await {
+            Ok(cards) => cards,
+            Err(e) => {
+                tracing::warn!(code = ?e.code(), calls = asked, "call cards unavailable");
+                return HashMap::new();
+            }
+        };
+        metrics::histogram!("cnmas_dialer_cards_seconds").record(started.elapsed());
+        lease_ids
+            .into_iter()
+            .zip(cards)
+            .filter_map(|(lease_id, card)| Some((lease_id, Box::new(card?))))
+            .collect()
+    })
+}
+
+/// Adds their cards to the leased calls. A call intake gave no card for is left without.
+async fn with_cards(leased: &mut HashMap<String, Leased>, cards: Cards) {
+    let mut cards = cards.await.unwrap_or_default();
     for l in leased.values_mut() {
         if let Leased::Call { lease_id, card, .. } = l {
             *card = cards.remove(lease_id);
@@ -176,8 +180,8 @@ const CANDIDATES: &str = "
         SELECT DISTINCT g.agent_id FROM UNNEST($1::text[]) AS a(agent_id)
         JOIN agents g ON g.agent_id = a.agent_id),
     held AS (
-        SELECT b.agent_id, h.call_id FROM batch b CROSS JOIN LATERAL (
-            SELECT q.call_id FROM queue q
+        SELECT b.agent_id, h.* FROM batch b CROSS JOIN LATERAL (
+            SELECT q.call_id, q.contact_id, q.campaign_id, q.lease_id FROM queue q
             WHERE q.leased_by = b.agent_id AND q.lease_expires_at > $2 LIMIT 1) h),
     asking AS (SELECT agent_id FROM batch EXCEPT SELECT agent_id FROM held),
     campaigns_of AS (
@@ -185,8 +189,8 @@ const CANDIDATES: &str = "
         JOIN agent_campaigns ac ON ac.agent_id = a.agent_id
         JOIN campaigns c ON c.campaign_id = ac.campaign_id AND c.state = 'active'),
     own AS (
-        SELECT a.agent_id, o.call_id FROM asking a CROSS JOIN LATERAL (
-            SELECT q.call_id FROM queue q
+        SELECT a.agent_id, o.* FROM asking a CROSS JOIN LATERAL (
+            SELECT q.call_id, q.contact_id, q.campaign_id FROM queue q
             WHERE q.callback_agent_id = a.agent_id AND q.callback_agent_id <> ''
               AND q.lease_id IS NULL AND q.due_at <= $2 AND q.window_end > $2
               AND (SELECT true FROM campaigns_of m
@@ -194,21 +198,24 @@ const CANDIDATES: &str = "
             ORDER BY q.due_at LIMIT 1
             FOR UPDATE OF q SKIP LOCKED) o),
     free AS (
-        SELECT w.campaign_id, f.call_id, f.priority_key, f.due_at
+        SELECT w.campaign_id, f.call_id, f.contact_id, f.priority_key, f.due_at
         FROM (SELECT campaign_id, count(*) AS wanted FROM campaigns_of GROUP BY campaign_id) w
         CROSS JOIN LATERAL (
-            SELECT q.call_id, q.priority_key, q.due_at FROM queue q
+            SELECT q.call_id, q.contact_id, q.priority_key, q.due_at FROM queue q
             WHERE q.campaign_id = w.campaign_id AND q.lease_id IS NULL
               AND q.due_at <= $2 AND q.window_end > $2
               AND (q.callback_agent_id = '' OR q.due_at < $2 - make_interval(mins => $3))
             ORDER BY q.priority_key, q.due_at LIMIT w.wanted
             FOR UPDATE OF q SKIP LOCKED) f)
-    SELECT 'agent' AS kind, agent_id, NULL::text AS call_id, NULL::uuid AS campaign_id,
-           NULL::bigint AS priority_key, NULL::timestamptz AS due_at FROM batch
-    UNION ALL SELECT 'held', agent_id, call_id, NULL, NULL, NULL FROM held
-    UNION ALL SELECT 'may', agent_id, NULL, campaign_id, NULL, NULL FROM campaigns_of
-    UNION ALL SELECT 'own', agent_id, call_id, NULL, NULL, NULL FROM own
-    UNION ALL SELECT 'free', NULL, call_id, campaign_id, priority_key, due_at FROM free";
+    SELECT 'agent' AS kind, agent_id, NULL::text AS call_id, NULL::uuid AS contact_id,
+           NULL::uuid AS campaign_id, NULL::uuid AS lease_id, NULL::bigint AS priority_key,
+           NULL::timestamptz AS due_at FROM batch
+    UNION ALL SELECT 'held', agent_id, call_id, contact_id, campaign_id, lease_id, NULL, NULL
+        FROM held
+    UNION ALL SELECT 'may', agent_id, NULL, NULL, campaign_id, NULL, NULL, NULL FROM campaigns_of
+    UNION ALL SELECT 'own', agent_id, call_id, contact_id, campaign_id, NULL, NULL, NULL FROM own
+    UNION ALL SELECT 'free', NULL, call_id, contact_id, campaign_id, NULL, priority_key, due_at
+        FROM free";
 
 /// Leases the assigned calls (a held call is returned as it is) and moves every agent of the
 /// batch: "on call" with a call, else "available".
@@ -239,11 +246,17 @@ static LEASE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     )
 });
 
+/// Leases for a batch of agents, in one transaction. The cards of the assigned calls are asked
+/// of intake as soon as the calls are chosen, so that intake reads them while the lease is
+/// written and committed: if the transaction fails, intake has audited views of cards that
+/// reached the dialer but no agent (decision 0014).
 async fn lease_batch(
     pool: &PgPool,
     agents: &[String],
     lease: Duration,
-) -> Result<HashMap<String, Leased>, sqlx::Error> {
+    intake: &Intake,
+    tasks: &TaskTracker,
+) -> Result<(HashMap<String, Leased>, Cards), sqlx::Error> {
     let now = Utc::now();
     let mut tx = pool.begin().await?;
     // Both statements are prepared: their plans follow the queue's size because the dialer
@@ -257,25 +270,30 @@ async fn lease_batch(
     let mut candidates = Candidates::default();
     for r in &rows {
         let agent: Option<String> = r.try_get("agent_id")?;
-        let call: Option<String> = r.try_get("call_id")?;
-        match (r.try_get::<&str, _>("kind")?, agent, call) {
-            ("agent", Some(a), _) => {
+        let call = || -> Result<Call, sqlx::Error> {
+            Ok(Call {
+                call_id: r.try_get("call_id")?,
+                contact_id: r.try_get("contact_id")?,
+                campaign_id: r.try_get("campaign_id")?,
+            })
+        };
+        match (r.try_get::<&str, _>("kind")?, agent) {
+            ("agent", Some(a)) => {
                 candidates.registered.insert(a);
             }
-            ("held", Some(a), Some(c)) => {
-                candidates.held.insert(a, c);
+            ("held", Some(a)) => {
+                candidates.held.insert(a, (call()?, r.try_get("lease_id")?));
             }
-            ("own", Some(a), Some(c)) => {
-                candidates.own.insert(a, c);
+            ("own", Some(a)) => {
+                candidates.own.insert(a, call()?);
             }
-            ("may", Some(a), _) => candidates
+            ("may", Some(a)) => candidates
                 .campaigns
                 .entry(a)
                 .or_default()
                 .push(r.try_get("campaign_id")?),
-            ("free", _, Some(c)) => candidates.free.push(Free {
-                call_id: c,
-                campaign_id: r.try_get("campaign_id")?,
+            ("free", _) => candidates.free.push(Free {
+                call: call()?,
                 priority_key: r.try_get("priority_key")?,
                 due_at: r.try_get("due_at")?,
             }),
@@ -290,12 +308,21 @@ async fn lease_batch(
     let picks = assign(agents, candidates);
     let (mut pick_agents, mut calls, mut lease_ids, mut held) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (agent, pick) in &picks {
-        pick_agents.push(agent.clone());
-        calls.push(pick.call_id.clone());
-        lease_ids.push(Uuid::new_v4());
-        held.push(pick.held);
+    let mut wanted = Vec::with_capacity(picks.len());
+    for (agent, pick) in picks {
+        let lease_id = pick.held.unwrap_or_else(Uuid::new_v4);
+        wanted.push(CardFor {
+            lease_id,
+            contact_id: pick.call.contact_id,
+            campaign_id: pick.call.campaign_id,
+            agent_id: agent.clone(),
+        });
+        pick_agents.push(agent);
+        calls.push(pick.call.call_id);
+        lease_ids.push(lease_id);
+        held.push(pick.held.is_some());
     }
+    let cards = ask_cards(intake, tasks, wanted);
     let mut leased: HashMap<String, Leased> = registered
         .iter()
         .map(|a| (a.clone(), Leased::NothingDue))
@@ -323,14 +350,21 @@ async fn lease_batch(
         }
     }
     tx.commit().await?;
-    Ok(leased)
+    Ok((leased, cards))
+}
+
+/// A call a batch may give out, with what intake needs to find its card.
+#[derive(Debug, Clone, PartialEq)]
+struct Call {
+    call_id: String,
+    contact_id: Uuid,
+    campaign_id: Uuid,
 }
 
 /// A free call locked for the batch.
 #[derive(Debug, Clone)]
 struct Free {
-    call_id: String,
-    campaign_id: Uuid,
+    call: Call,
     priority_key: i64,
     due_at: DateTime<Utc>,
 }
@@ -339,16 +373,18 @@ struct Free {
 #[derive(Debug, Default)]
 struct Candidates {
     registered: HashSet<String>,
-    held: HashMap<String, String>,
-    own: HashMap<String, String>,
+    /// The call each agent holds, with its lease.
+    held: HashMap<String, (Call, Uuid)>,
+    own: HashMap<String, Call>,
     campaigns: HashMap<String, Vec<Uuid>>,
     free: Vec<Free>,
 }
 
 #[derive(Debug, PartialEq)]
 struct Pick {
-    call_id: String,
-    held: bool,
+    call: Call,
+    /// The lease of a call the agent already holds.
+    held: Option<Uuid>,
 }
 
 /// Gives each agent, in arrival order, the call it holds, else its own callback, else the best
@@ -362,17 +398,20 @@ fn assign(agents: &[String], mut c: Candidates) -> Vec<(String, Pick)> {
         if !c.registered.contains(agent) {
             continue;
         }
-        if let Some(call) = c.held.get(agent) {
+        if let Some((call, lease_id)) = c.held.get(agent) {
             picks.push((
                 agent.clone(),
                 Pick {
-                    call_id: call.clone(),
-                    held: true,
+                    call: call.clone(),
+                    held: Some(*lease_id),
                 },
             ));
             continue;
         }
-        let own = c.own.get(agent).filter(|call| !taken.contains(*call));
+        let own = c
+            .own
+            .get(agent)
+            .filter(|call| !taken.contains(&call.call_id));
         let campaigns = c
             .campaigns
             .get(agent)
@@ -381,18 +420,14 @@ fn assign(agents: &[String], mut c: Candidates) -> Vec<(String, Pick)> {
         let best = || {
             c.free
                 .iter()
-                .find(|f| campaigns.contains(&f.campaign_id) && !taken.contains(&f.call_id))
-                .map(|f| &f.call_id)
+                .find(|f| {
+                    campaigns.contains(&f.call.campaign_id) && !taken.contains(&f.call.call_id)
+                })
+                .map(|f| &f.call)
         };
         if let Some(call) = own.or_else(best).cloned() {
-            taken.insert(call.clone());
-            picks.push((
-                agent.clone(),
-                Pick {
-                    call_id: call,
-                    held: false,
-                },
-            ));
+            taken.insert(call.call_id.clone());
+            picks.push((agent.clone(), Pick { call, held: None }));
         }
     }
     picks
@@ -410,10 +445,17 @@ mod tests {
         Uuid::from_u128(n)
     }
 
-    fn free(call: &str, campaign_n: u128, priority_key: i64) -> Free {
-        Free {
-            call_id: call.into(),
+    fn call(call_id: &str, campaign_n: u128) -> Call {
+        Call {
+            call_id: call_id.into(),
+            contact_id: Uuid::new_v4(),
             campaign_id: campaign(campaign_n),
+        }
+    }
+
+    fn free(call_id: &str, campaign_n: u128, priority_key: i64) -> Free {
+        Free {
+            call: call(call_id, campaign_n),
             priority_key,
             due_at: DateTime::UNIX_EPOCH,
         }
@@ -429,7 +471,7 @@ mod tests {
     fn calls(picks: &[(String, Pick)]) -> Vec<(&str, &str, bool)> {
         picks
             .iter()
-            .map(|(a, p)| (a.as_str(), p.call_id.as_str(), p.held))
+            .map(|(a, p)| (a.as_str(), p.call.call_id.as_str(), p.held.is_some()))
             .collect()
     }
 
@@ -467,8 +509,9 @@ mod tests {
         for a in ["holder", "called_back", "other"] {
             c.campaigns.insert(a.into(), vec![campaign(1)]);
         }
-        c.held.insert("holder".into(), "mine".into());
-        c.own.insert("called_back".into(), "callback".into());
+        c.held
+            .insert("holder".into(), (call("mine", 1), Uuid::from_u128(7)));
+        c.own.insert("called_back".into(), call("callback", 1));
         c.free = vec![free("f1", 1, 1), free("f2", 1, 2)];
         let picks = assign(&agents(&["holder", "called_back", "other"]), c);
         assert_eq!(
@@ -479,6 +522,8 @@ mod tests {
                 ("other", "f1", false)
             ]
         );
+        // A held call is given again under its own lease, which its card's audit names.
+        assert_eq!(picks[0].1.held, Some(Uuid::from_u128(7)));
     }
 
     #[test]
@@ -506,8 +551,9 @@ mod tests {
         for a in ["first", "owner"] {
             c.campaigns.insert(a.into(), vec![campaign(1)]);
         }
-        c.own.insert("owner".into(), "late-callback".into());
-        c.free = vec![free("late-callback", 1, 1), free("next", 1, 2)];
+        let late = free("late-callback", 1, 1);
+        c.own.insert("owner".into(), late.call.clone());
+        c.free = vec![late, free("next", 1, 2)];
         let picks = assign(&agents(&["first", "owner"]), c);
         assert_eq!(
             calls(&picks),
