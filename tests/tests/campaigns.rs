@@ -89,6 +89,14 @@ async fn planned(pool: &PgPool, campaign: &str, n: i64) -> Result<()> {
     .await
 }
 
+/// How an attempt is published: in a set, as the dialer does, or alone, as dialers did before
+/// decision 0015 (what an upgrade finds in the stream).
+#[derive(Clone, Copy, PartialEq)]
+enum Published {
+    InASet,
+    Alone,
+}
+
 /// Publishes an attempt as the dialer would.
 async fn publish_attempt(
     system: &System,
@@ -98,6 +106,7 @@ async fn publish_attempt(
     number: u32,
     outcome: AttemptOutcome,
     at: DateTime<Utc>,
+    published: Published,
 ) -> Result<()> {
     let id = Uuid::new_v4().to_string();
     let msg = AttemptRecorded {
@@ -114,10 +123,28 @@ async fn publish_attempt(
         callback_with_same_agent: false,
         person_key: person_key.into(),
     };
-    system
-        .publisher
-        .publish(&subjects::event("dialer", "attempt_recorded"), &id, &msg)
-        .await?;
+    match published {
+        Published::InASet => {
+            let set = cnmas_proto::dialer::AttemptsRecorded {
+                attempts: vec![msg],
+            };
+            let set_id = Uuid::new_v4().to_string();
+            system
+                .publisher
+                .publish(
+                    &subjects::event("dialer", "attempts_recorded"),
+                    &set_id,
+                    &set,
+                )
+                .await?
+        }
+        Published::Alone => {
+            system
+                .publisher
+                .publish(&subjects::event("dialer", "attempt_recorded"), &id, &msg)
+                .await?
+        }
+    }
     Ok(())
 }
 
@@ -533,8 +560,14 @@ async fn no_answer_up_to_the_maximum_closes_as_not_reached() -> Result<()> {
         .await?;
     let (contact, person) = the_plan(&scheduler, &campaign).await?;
     // Three attempts (the campaign's maximum), a day apart in the past: each retry is due.
+    // The second comes alone, as from a dialer before decision 0015: it counts all the same.
     for n in 1..=3u32 {
         let at = Utc::now() - Days::days(i64::from(10 - n));
+        let published = if n == 2 {
+            Published::Alone
+        } else {
+            Published::InASet
+        };
         publish_attempt(
             &system,
             &campaign,
@@ -543,6 +576,7 @@ async fn no_answer_up_to_the_maximum_closes_as_not_reached() -> Result<()> {
             n,
             AttemptOutcome::NoAnswer,
             at,
+            published,
         )
         .await?;
     }
@@ -573,6 +607,7 @@ async fn attempts_in(
             n as u32 + 1,
             *outcome,
             at,
+            Published::InASet,
         )
         .await?;
     }
@@ -805,7 +840,7 @@ async fn a_contact_without_territory_is_closed_and_reported() -> Result<()> {
         .subscribe(
             system
                 .ns
-                .subject(&subjects::event("scheduler", "contact_closed")),
+                .subject(&subjects::event("scheduler", "contacts_closed")),
         )
         .await?;
     let contact = Uuid::new_v4();
@@ -832,8 +867,11 @@ async fn a_contact_without_territory_is_closed_and_reported() -> Result<()> {
         .await?;
     let msg = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut closed))
         .await?
-        .context("a ContactClosed")?;
-    let event: cnmas_proto::scheduler::ContactClosed = prost::Message::decode(msg.payload)?;
+        .context("a ContactsClosed")?;
+    let set: cnmas_proto::scheduler::ContactsClosed = prost::Message::decode(msg.payload)?;
+    let [event] = set.closures.as_slice() else {
+        anyhow::bail!("one closure expected, got {}", set.closures.len());
+    };
     assert_eq!(event.contact_id, contact.to_string());
     assert_eq!(event.final_status, FinalStatus::NotReached as i32);
     assert_eq!(event.reason, "territory.unknown");
@@ -955,6 +993,7 @@ async fn a_campaign_sets_its_own_retry_delays() -> Result<()> {
         1,
         AttemptOutcome::Busy,
         at,
+        Published::InASet,
     )
     .await?;
     // The retry is planned 7 minutes after the busy attempt (then released at once, as that

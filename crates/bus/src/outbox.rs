@@ -4,6 +4,7 @@
 use crate::{BusError, Publisher};
 use bytes::Bytes;
 use sqlx::{PgConnection, PgPool, Row};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -13,6 +14,9 @@ use tokio_util::sync::CancellationToken;
 pub const SET_EVENT_ITEMS: usize = 1000;
 /// About the most bytes of one set event: well under NATS's default 1 MiB payload limit.
 pub const SET_EVENT_BYTES: usize = 256 * 1024;
+
+/// The event id that marks a set item ([`Outbox::push_item`]) until its set is made.
+const SET_ITEM: &str = "";
 
 /// Events gathered while handling a batch or a request; [`Outbox::flush`] writes them with one
 /// statement into the caller's transaction.
@@ -72,6 +76,64 @@ impl Outbox {
         self.push(subject.to_string(), &event_id, &message);
     }
 
+    /// Queues `item` into a set event on `subject`, for events that come one per call but
+    /// many per transaction (attempts, closures: decision 0015). The set's message must have
+    /// the items as its only field, number 1 (`repeated T items = 1`): it is then the
+    /// concatenation of its items, each encoded as that field, which is how the items of
+    /// several changes become one message when they are written ([`Outbox::bind`] in the
+    /// service, [`Outbox::insert_announcing`] in PostgreSQL for the changes that were made).
+    pub fn push_item<T: prost::Message>(&mut self, subject: String, item: &T) {
+        let mut element = Vec::with_capacity(item.encoded_len() + 6);
+        prost::encoding::message::encode(1, item, &mut element);
+        self.event_ids.push(SET_ITEM.to_string());
+        self.subjects.push(subject);
+        self.payloads.push(element);
+        self.traceparents.push(crate::trace::current_traceparent());
+    }
+
+    /// Turns the queued set items into set events, where the first item of each was: per
+    /// subject, messages of at most [`SET_EVENT_ITEMS`] items and about [`SET_EVENT_BYTES`]
+    /// bytes, each with a random event id, as [`Outbox::push_set`] makes them.
+    fn gather_sets(&mut self) {
+        if !self.event_ids.iter().any(|id| id == SET_ITEM) {
+            return;
+        }
+        let rows = std::mem::take(self);
+        // Per subject, the row of its set being filled and how many items it holds.
+        let mut filling: HashMap<String, (usize, usize)> = HashMap::new();
+        for (((event_id, subject), payload), traceparent) in rows
+            .event_ids
+            .into_iter()
+            .zip(rows.subjects)
+            .zip(rows.payloads)
+            .zip(rows.traceparents)
+        {
+            if event_id != SET_ITEM {
+                self.event_ids.push(event_id);
+                self.subjects.push(subject);
+                self.payloads.push(payload);
+                self.traceparents.push(traceparent);
+                continue;
+            }
+            match filling.get_mut(&subject) {
+                Some((row, items))
+                    if *items < SET_EVENT_ITEMS
+                        && self.payloads[*row].len() + payload.len() <= SET_EVENT_BYTES =>
+                {
+                    self.payloads[*row].extend_from_slice(&payload);
+                    *items += 1;
+                }
+                _ => {
+                    filling.insert(subject.clone(), (self.event_ids.len(), 1));
+                    self.event_ids.push(uuid::Uuid::new_v4().to_string());
+                    self.subjects.push(subject);
+                    self.payloads.push(payload);
+                    self.traceparents.push(traceparent);
+                }
+            }
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.event_ids.len()
     }
@@ -82,11 +144,12 @@ impl Outbox {
 
     /// Writes the queued events into the transaction and empties the outbox.
     pub async fn flush(&mut self, conn: &mut PgConnection) -> Result<usize, sqlx::Error> {
+        self.gather_sets();
         let n = self.len();
         if n == 0 {
             return Ok(0);
         }
-        self.bind(sqlx::query(&Self::insert(1)))
+        self.bind_rows(sqlx::query(&Self::insert(1)))
             .execute(conn)
             .await?;
         Ok(n)
@@ -105,17 +168,27 @@ impl Outbox {
     }
 
     /// Like [`Outbox::insert`], for one statement that makes several state changes, each
-    /// announced by its own events: the caller binds, after [`Outbox::bind`], `${first + 4}`
-    /// the id of the change each event announces (see [`Outbox::append`]), and only the events
-    /// of the changes that `made` (a SQL set, e.g. `SELECT id FROM done`) returns are written.
+    /// announced by its own events: the caller binds with [`Outbox::bind_announcing`] the id
+    /// of the change each event announces (see [`Outbox::append`]), and only the events of the
+    /// changes that `made` (a SQL set, e.g. `SELECT id FROM done`) returns are written. The set
+    /// items of those changes ([`Outbox::push_item`]) become one set event per subject, at the
+    /// place of its first item: the caller's batch bounds its size.
     pub fn insert_announcing(first: usize, made: &str) -> String {
         let [a, b, c, d, e] = [first, first + 1, first + 2, first + 3, first + 4];
         format!(
             "INSERT INTO bus_outbox (event_id, subject, payload, traceparent)
-             SELECT event_id, subject, payload, traceparent
-             FROM UNNEST(${a}::text[], ${b}::text[], ${c}::bytea[], ${d}::text[], ${e}::uuid[])
-                 AS e(event_id, subject, payload, traceparent, change_id)
-             WHERE change_id IN ({made})"
+             SELECT CASE WHEN event_id = '{SET_ITEM}' THEN gen_random_uuid()::text
+                         ELSE event_id END,
+                    subject, payload, traceparent
+             FROM (SELECT min(event_id) AS event_id, subject,
+                          string_agg(payload, ''::bytea ORDER BY n) AS payload,
+                          min(traceparent) AS traceparent, min(n) AS first
+                   FROM UNNEST(${a}::text[], ${b}::text[], ${c}::bytea[], ${d}::text[],
+                               ${e}::uuid[]) WITH ORDINALITY
+                       AS e(event_id, subject, payload, traceparent, change_id, n)
+                   WHERE change_id IN ({made})
+                   GROUP BY subject, CASE WHEN event_id = '{SET_ITEM}' THEN 0 ELSE n END) g
+             ORDER BY first"
         )
     }
 
@@ -131,6 +204,25 @@ impl Outbox {
 
     /// Binds the queued events, in the order [`Outbox::insert`] expects, and empties the outbox.
     pub fn bind<'q>(
+        &mut self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        self.gather_sets();
+        self.bind_rows(query)
+    }
+
+    /// Binds the queued events and the change each announces, in the order
+    /// [`Outbox::insert_announcing`] expects, and empties the outbox. Set items stay items:
+    /// the statement gathers those of the changes it made.
+    pub fn bind_announcing<'q>(
+        &mut self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+        changes: Vec<uuid::Uuid>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        self.bind_rows(query).bind(changes)
+    }
+
+    fn bind_rows<'q>(
         &mut self,
         query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
@@ -306,6 +398,63 @@ mod tests {
         let mut outbox = Outbox::new();
         outbox.push_set("s", Vec::<Item>::new(), |items| Set { items });
         assert!(outbox.is_empty());
+    }
+
+    #[test]
+    fn items_become_sets_per_subject_where_their_first_item_was() {
+        let mut outbox = Outbox::new();
+        let item = |i: u32| Item {
+            data: i.to_be_bytes().to_vec(),
+        };
+        outbox.push_item("a".into(), &item(1));
+        outbox.push("single".into(), "id-1", &item(2));
+        outbox.push_item("b".into(), &item(3));
+        outbox.push_item("a".into(), &item(4));
+        outbox.gather_sets();
+        assert_eq!(outbox.subjects, ["a", "single", "b"]);
+        assert_eq!(outbox.event_ids[1], "id-1");
+        assert!(outbox.event_ids.iter().all(|id| id != SET_ITEM));
+        let set = |p: &Vec<u8>| <Set as prost::Message>::decode(p.as_slice()).expect("a set");
+        assert_eq!(set(&outbox.payloads[0]).items, [item(1), item(4)]);
+        assert_eq!(set(&outbox.payloads[2]).items, [item(3)]);
+        assert_eq!(
+            <Item as prost::Message>::decode(outbox.payloads[1].as_slice()).expect("an item"),
+            item(2)
+        );
+    }
+
+    #[test]
+    fn items_fill_sets_up_to_their_bounds() {
+        let mut outbox = Outbox::new();
+        let items: Vec<Item> = (0..2500u32)
+            .map(|i| Item {
+                data: i.to_be_bytes().to_vec(),
+            })
+            .collect();
+        for i in &items {
+            outbox.push_item("s".into(), i);
+        }
+        outbox.push_item(
+            "big".into(),
+            &Item {
+                data: vec![1; 200_000],
+            },
+        );
+        outbox.push_item(
+            "big".into(),
+            &Item {
+                data: vec![2; 200_000],
+            },
+        );
+        outbox.gather_sets();
+        let sets = sets(&outbox);
+        assert_eq!(
+            sets.iter().map(|s| s.items.len()).collect::<Vec<_>>(),
+            vec![1000, 1000, 500, 1, 1]
+        );
+        assert_eq!(flatten(&sets[..3]), items);
+        let ids: std::collections::HashSet<_> = outbox.event_ids.iter().collect();
+        assert_eq!(ids.len(), 5, "each set has its own event id");
     }
 
     fn flatten(sets: &[Set]) -> Vec<Item> {

@@ -125,7 +125,7 @@ mod tests {
             Some("CNMAS_IN")
         );
         assert_eq!(
-            stream_for(&ns, "cnmas.evt.v1.dialer.attempt_recorded").as_deref(),
+            stream_for(&ns, "cnmas.evt.v1.dialer.attempts_recorded").as_deref(),
             Some("CNMAS_EVT_DIALER")
         );
         assert_eq!(stream_for(&ns, "other.subject"), None);

@@ -84,8 +84,9 @@ static READ_LEASE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     )
 });
 
-/// The events of one attempt: always `AttemptRecorded`, and `InterviewCompleted` when the
-/// person was reached and interviewed.
+/// The events of one attempt: always `AttemptRecorded`, an item of the write's
+/// `AttemptsRecorded` (decision 0015), and `InterviewCompleted` when the person was reached and
+/// interviewed.
 fn attempt_events(
     facts: &LeaseFacts,
     attempt: &str,
@@ -95,9 +96,8 @@ fn attempt_events(
     let mut outbox = Outbox::new();
     let campaign = facts.campaign_id.to_string();
     let fund = &facts.fund;
-    outbox.push(
-        subjects::event("dialer", "attempt_recorded"),
-        attempt,
+    outbox.push_item(
+        subjects::event("dialer", "attempts_recorded"),
         &AttemptRecorded {
             envelope: Some(envelope(
                 attempt.to_string(),

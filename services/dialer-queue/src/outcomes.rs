@@ -145,7 +145,7 @@ async fn write(pool: &PgPool, batch: &mut [Pending]) -> Result<HashSet<Uuid>, sq
     // Prepared: a plan cached while the queue was small would join it by a sequential scan,
     // but the dialer analyses the queue as it grows, and that makes the plan again.
     let made = events
-        .bind(
+        .bind_announcing(
             sqlx::query(&WRITE)
                 .bind(calls)
                 .bind(agents)
@@ -154,8 +154,8 @@ async fn write(pool: &PgPool, batch: &mut [Pending]) -> Result<HashSet<Uuid>, sq
                 .bind(codes)
                 .bind(recorded)
                 .bind(callbacks),
+            announcing,
         )
-        .bind(announcing)
         .fetch_all(pool)
         .await?;
     made.iter().map(|row| row.try_get(0)).collect()

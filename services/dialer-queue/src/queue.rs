@@ -4,7 +4,9 @@ use crate::State;
 use chrono::Utc;
 use cnmas_bus::{subjects, BatchHandler, HandlerError, Incoming, Outbox, Verdict};
 use cnmas_proto::dialer::CallReturned;
-use cnmas_proto::scheduler::{CallDue, CallsDue, CampaignChanged, CampaignState, ContactClosed};
+use cnmas_proto::scheduler::{
+    CallDue, CallsDue, CampaignChanged, CampaignState, ContactClosed, ContactsClosed,
+};
 use cnmas_proto::support::{envelope, from_timestamp, theme_from_proto};
 use prost::Message;
 use sqlx::{PgConnection, Row};
@@ -12,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// Applies `CallsDue`, `ContactClosed` and `CampaignChanged` to the queue.
+/// Applies `CallsDue`, `ContactsClosed` and `CampaignChanged` to the queue.
 pub struct QueueFeed;
 
 #[derive(Default)]
@@ -99,14 +101,22 @@ impl BatchHandler for QueueFeed {
                         verdicts[i] = Verdict::DeadLetter("CallDue with bad ids or times".into());
                     }
                 }
-                "contact_closed" => {
-                    let Ok(c) = ContactClosed::decode(m.payload.clone()) else {
-                        verdicts[i] = Verdict::DeadLetter("undecodable ContactClosed".into());
+                // A set (decision 0015), or one closure published alone by a scheduler before it.
+                "contacts_closed" | "contact_closed" => {
+                    let closures = if kind == "contacts_closed" {
+                        ContactsClosed::decode(m.payload.clone()).map(|set| set.closures)
+                    } else {
+                        ContactClosed::decode(m.payload.clone()).map(|c| vec![c])
+                    };
+                    let Ok(closures) = closures else {
+                        verdicts[i] = Verdict::DeadLetter(format!("undecodable {kind}"));
                         continue;
                     };
-                    if let Ok(id) = Uuid::parse_str(&c.contact_id) {
-                        closed.push(id);
-                    }
+                    closed.extend(
+                        closures
+                            .iter()
+                            .filter_map(|c| Uuid::parse_str(&c.contact_id).ok()),
+                    );
                 }
                 "campaign_changed" => {
                     let Ok(e) = CampaignChanged::decode(m.payload.clone()) else {

@@ -5,10 +5,10 @@ use chrono::{DateTime, Utc};
 use cnmas_bus::{subjects, BatchHandler, HandlerError, Incoming, Outbox, Verdict};
 use cnmas_proto::common::{FinalStatus, OfferDecision, Reason};
 use cnmas_proto::consent::ContactSuppressed;
-use cnmas_proto::dialer::{AttemptRecorded, InterviewCompleted};
+use cnmas_proto::dialer::{AttemptRecorded, AttemptsRecorded, InterviewCompleted};
 use cnmas_proto::intake::{ContactRejected, ContactsAccepted};
 use cnmas_proto::results::{AttemptSummary, ContactChangeNotice, ContactResult, FollowUpNotice};
-use cnmas_proto::scheduler::ContactClosed;
+use cnmas_proto::scheduler::{ContactClosed, ContactsClosed};
 use cnmas_proto::support::{derived_id, envelope, from_timestamp, timestamp};
 use prost::Message;
 use sqlx::{PgConnection, Row};
@@ -70,34 +70,28 @@ impl BatchHandler for Collector {
                     touched.extend(parsed.iter().map(|a| a.0));
                     rows.accepted.extend(parsed);
                 }
-                "attempt_recorded" => {
-                    let Ok(a) = AttemptRecorded::decode(p) else {
+                // A set (decision 0015), or one attempt published alone by a dialer before it.
+                // A set stands together (one dialer transaction): all or nothing.
+                kind @ ("attempts_recorded" | "attempt_recorded") => {
+                    let decoded = if kind == "attempts_recorded" {
+                        AttemptsRecorded::decode(p).map(|set| set.attempts)
+                    } else {
+                        AttemptRecorded::decode(p).map(|a| vec![a])
+                    };
+                    let Ok(attempts) = decoded else {
                         verdicts[i] = bad("AttemptRecorded");
                         continue;
                     };
-                    let env = a.envelope.unwrap_or_default();
-                    let (Some(attempt), Some(contact), Some(campaign)) = (
-                        uuid(&a.attempt_id),
-                        uuid(&a.contact_id),
-                        uuid(&env.campaign_id),
-                    ) else {
+                    let Some(parsed) = attempts
+                        .into_iter()
+                        .map(attempt_row)
+                        .collect::<Option<Vec<_>>>()
+                    else {
                         verdicts[i] = bad("AttemptRecorded ids");
                         continue;
                     };
-                    let at = a
-                        .recorded_at
-                        .as_ref()
-                        .and_then(from_timestamp)
-                        .unwrap_or_else(Utc::now);
-                    rows.attempts.push((
-                        attempt,
-                        contact,
-                        campaign,
-                        a.attempt_number as i32,
-                        at,
-                        a.outcome,
-                    ));
-                    touched.push(contact);
+                    touched.extend(parsed.iter().map(|a| a.1));
+                    rows.attempts.extend(parsed);
                 }
                 "interview_completed" => {
                     let Ok(iv) = InterviewCompleted::decode(p.clone()) else {
@@ -123,18 +117,31 @@ impl BatchHandler for Collector {
                     notices(tx, &iv, outbox).await?;
                     touched.push(contact);
                 }
-                "contact_closed" => {
-                    let Ok(c) = ContactClosed::decode(p) else {
+                // A set (decision 0015), or one closure published alone by a scheduler before
+                // it; all or nothing, as attempts.
+                kind @ ("contacts_closed" | "contact_closed") => {
+                    let decoded = if kind == "contacts_closed" {
+                        ContactsClosed::decode(p).map(|set| set.closures)
+                    } else {
+                        ContactClosed::decode(p).map(|c| vec![c])
+                    };
+                    let Ok(closures) = decoded else {
                         verdicts[i] = bad("ContactClosed");
                         continue;
                     };
-                    let env = c.envelope.unwrap_or_default();
-                    let Some(contact) = uuid(&c.contact_id) else {
+                    let Some(contacts) = closures
+                        .iter()
+                        .map(|c| uuid(&c.contact_id))
+                        .collect::<Option<Vec<_>>>()
+                    else {
                         verdicts[i] = bad("ContactClosed ids");
                         continue;
                     };
-                    rows.close(contact, &env, c.final_status, c.attempts as i32, &c.reason);
-                    touched.push(contact);
+                    for (c, contact) in closures.into_iter().zip(contacts) {
+                        let env = c.envelope.unwrap_or_default();
+                        rows.close(contact, &env, c.final_status, c.attempts as i32, &c.reason);
+                        touched.push(contact);
+                    }
                 }
                 "contact_suppressed" => {
                     let Ok(s) = ContactSuppressed::decode(p) else {
@@ -169,6 +176,24 @@ impl BatchHandler for Collector {
         publish_ready(tx, &touched, outbox).await?;
         Ok(verdicts)
     }
+}
+
+/// An attempt's row, `None` when one of its ids is not one.
+fn attempt_row(a: AttemptRecorded) -> Option<AttemptRow> {
+    let env = a.envelope.unwrap_or_default();
+    let at = a
+        .recorded_at
+        .as_ref()
+        .and_then(from_timestamp)
+        .unwrap_or_else(Utc::now);
+    Some((
+        uuid(&a.attempt_id)?,
+        uuid(&a.contact_id)?,
+        uuid(&env.campaign_id)?,
+        a.attempt_number as i32,
+        at,
+        a.outcome,
+    ))
 }
 
 /// Follow-up requests and new contact details go to the fund at once, on their own subjects.

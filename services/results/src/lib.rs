@@ -45,6 +45,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         ("results_accepted", "cnmas.evt.v1.intake.contacts_accepted"),
         ("results_consent", "cnmas.evt.v1.consent.contact_suppressed"),
         ("results_dialer", "cnmas.evt.v1.dialer.>"),
+        (
+            "results_contacts_closed",
+            "cnmas.evt.v1.scheduler.contacts_closed",
+        ),
+        // Closures published one by one by schedulers before decision 0015: what an upgrade
+        // finds in the stream is still applied.
         ("results_scheduler", "cnmas.evt.v1.scheduler.contact_closed"),
         ("results_rejections", "cnmas.out.v1.*.rejection"),
     ] {

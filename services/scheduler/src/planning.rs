@@ -11,7 +11,7 @@ use cnmas_domain::outcome::{AttemptOutcome, Channel, FinalStatus};
 use cnmas_domain::retry::{self, Decision, PersonAttempt, PressureRule, RetryPolicy};
 use cnmas_domain::theme::Theme;
 use cnmas_proto::consent::{ConsentChanged, ContactCleared, ContactsCleared};
-use cnmas_proto::dialer::{AttemptRecorded, CallReturned, CampaignStaffing};
+use cnmas_proto::dialer::{AttemptRecorded, AttemptsRecorded, CallReturned, CampaignStaffing};
 use cnmas_proto::scheduler::{CallDue, CallsDue, ContactClosed};
 use cnmas_proto::support::{
     channel_from_proto, derived_id, envelope, final_status_to_proto, from_timestamp,
@@ -46,7 +46,12 @@ struct Plan {
 
 enum Event {
     Cleared(Vec<ContactCleared>),
-    Attempt(AttemptRecorded),
+    /// The attempts of one message: a set (`attempts_recorded`), or one attempt published
+    /// alone by a dialer before decision 0015 (`attempt_recorded`).
+    Attempts {
+        attempts: Vec<AttemptRecorded>,
+        set: bool,
+    },
     Returned(CallReturned),
     Consent(ConsentChanged),
     Staffing(CampaignStaffing),
@@ -59,7 +64,14 @@ fn decode(m: &Incoming) -> Result<Event, prost::DecodeError> {
     let kind = m.subject.rsplit('.').next().unwrap_or_default();
     Ok(match kind {
         "contacts_cleared" => Event::Cleared(ContactsCleared::decode(m.payload.clone())?.contacts),
-        "attempt_recorded" => Event::Attempt(AttemptRecorded::decode(m.payload.clone())?),
+        "attempts_recorded" => Event::Attempts {
+            attempts: AttemptsRecorded::decode(m.payload.clone())?.attempts,
+            set: true,
+        },
+        "attempt_recorded" => Event::Attempts {
+            attempts: vec![AttemptRecorded::decode(m.payload.clone())?],
+            set: false,
+        },
         "call_returned" => Event::Returned(CallReturned::decode(m.payload.clone())?),
         "consent_changed" => Event::Consent(ConsentChanged::decode(m.payload.clone())?),
         "campaign_staffing" => Event::Staffing(CampaignStaffing::decode(m.payload.clone())?),
@@ -101,7 +113,9 @@ impl BatchHandler for Planner {
         let mut person_keys = Vec::new();
         for e in &events {
             match e {
-                Event::Attempt(a) => contact_ids.extend(parse_uuid(&a.contact_id)),
+                Event::Attempts { attempts, .. } => {
+                    contact_ids.extend(attempts.iter().filter_map(|a| parse_uuid(&a.contact_id)))
+                }
                 Event::Returned(r) => contact_ids.extend(parse_uuid(&r.contact_id)),
                 Event::Consent(c) => person_keys.push(c.person_key.clone()),
                 Event::Rekeyed(r) => contact_ids.extend(parse_uuid(&r.contact_id)),
@@ -134,48 +148,63 @@ impl BatchHandler for Planner {
         let mut person_attempts: Vec<(String, DateTime<Utc>, bool, String)> = Vec::new();
         for (i, e) in events.iter().enumerate() {
             match e {
-                Event::Attempt(a) => {
-                    let Some(plan) = parse_uuid(&a.contact_id).and_then(|id| plans.get_mut(&id))
-                    else {
-                        verdicts[i] = Verdict::DeadLetter("attempt for an unknown contact".into());
-                        continue;
-                    };
-                    let Some(outcome) = outcome_from_proto(a.outcome) else {
-                        verdicts[i] = Verdict::DeadLetter("attempt without an outcome".into());
-                        continue;
-                    };
-                    let at = a
-                        .recorded_at
-                        .as_ref()
-                        .and_then(from_timestamp)
-                        .unwrap_or(now);
-                    person_attempts.push((
-                        plan.person_key.clone(),
-                        at,
-                        outcome == AttemptOutcome::RefusedInterview,
-                        a.attempt_id.clone(),
-                    ));
-                    if plan.status == "closed" {
-                        continue;
-                    }
-                    plan.attempts += 1;
-                    plan.changed = true;
-                    // A default always applies, even to a campaign that vanished.
-                    let policy = retry_policies
-                        .get(&plan.campaign_id)
-                        .copied()
-                        .unwrap_or_default();
-                    let callback_at = a.callback_at.as_ref().and_then(from_timestamp);
-                    match retry::decide(&policy, outcome, plan.attempts as u32, at, callback_at) {
-                        Decision::RetryAfter(t) => {
-                            plan.status = "planned".into();
-                            plan.next_due_at = Some(t);
-                            plan.callback_agent_id = (outcome == AttemptOutcome::CallbackRequested
-                                && a.callback_with_same_agent)
-                                .then(|| a.agent_id.clone());
+                Event::Attempts { attempts, set } => {
+                    for a in attempts {
+                        // A set comes from one dialer transaction: a bad item in it is a bug,
+                        // skipped so that the others count once (decision 0008). A single
+                        // event goes to the dead letters, as before.
+                        let mut refuse = |why: &str| {
+                            if *set {
+                                tracing::warn!(attempt = %a.attempt_id, "{why}: item skipped");
+                            } else {
+                                verdicts[i] = Verdict::DeadLetter(why.into());
+                            }
+                        };
+                        let Some(plan) =
+                            parse_uuid(&a.contact_id).and_then(|id| plans.get_mut(&id))
+                        else {
+                            refuse("attempt for an unknown contact");
+                            continue;
+                        };
+                        let Some(outcome) = outcome_from_proto(a.outcome) else {
+                            refuse("attempt without an outcome");
+                            continue;
+                        };
+                        let at = a
+                            .recorded_at
+                            .as_ref()
+                            .and_then(from_timestamp)
+                            .unwrap_or(now);
+                        person_attempts.push((
+                            plan.person_key.clone(),
+                            at,
+                            outcome == AttemptOutcome::RefusedInterview,
+                            a.attempt_id.clone(),
+                        ));
+                        if plan.status == "closed" {
+                            continue;
                         }
-                        Decision::Close(status) => {
-                            close(plan, status, "attempts.decided", outbox, &a.attempt_id)
+                        plan.attempts += 1;
+                        plan.changed = true;
+                        // A default always applies, even to a campaign that vanished.
+                        let policy = retry_policies
+                            .get(&plan.campaign_id)
+                            .copied()
+                            .unwrap_or_default();
+                        let callback_at = a.callback_at.as_ref().and_then(from_timestamp);
+                        match retry::decide(&policy, outcome, plan.attempts as u32, at, callback_at)
+                        {
+                            Decision::RetryAfter(t) => {
+                                plan.status = "planned".into();
+                                plan.next_due_at = Some(t);
+                                plan.callback_agent_id = (outcome
+                                    == AttemptOutcome::CallbackRequested
+                                    && a.callback_with_same_agent)
+                                    .then(|| a.agent_id.clone());
+                            }
+                            Decision::Close(status) => {
+                                close(plan, status, "attempts.decided", outbox, &a.attempt_id)
+                            }
                         }
                     }
                 }
@@ -287,6 +316,7 @@ fn close_at(
     plan.changed = true;
     let contact_id = plan.contact_id.to_string();
     let event_id = derived_id(&["contact_closed", &contact_id]);
+    // One closure per contact, an item of the transaction's `ContactsClosed` (decision 0015).
     let event = ContactClosed {
         envelope: Some(envelope(
             event_id.clone(),
@@ -300,11 +330,7 @@ fn close_at(
         attempts: plan.attempts as u32,
         reason: reason.into(),
     };
-    outbox.push(
-        subjects::event("scheduler", "contact_closed"),
-        &event_id,
-        &event,
-    );
+    outbox.push_item(subjects::event("scheduler", "contacts_closed"), &event);
 }
 
 /// Columns of the `plans` rows inserted by one batch.
