@@ -617,17 +617,30 @@ async fn load_plans(
     contact_ids: &[Uuid],
     person_keys: &[String],
 ) -> Result<HashMap<Uuid, Plan>, HandlerError> {
-    let rows = sqlx::query(
-        "SELECT contact_id, campaign_id, fund_code, theme, person_key, status, attempts,
-                next_due_at, callback_agent_id, final_status
-         FROM plans
-         WHERE contact_id = ANY($1) OR (person_key = ANY($2) AND status <> 'closed')
-         ORDER BY contact_id FOR UPDATE",
-    )
-    .bind(contact_ids)
-    .bind(person_keys)
-    .fetch_all(&mut *tx)
-    .await?;
+    const COLUMNS: &str = "contact_id, campaign_id, fund_code, theme, person_key, status, \
+         attempts, next_due_at, callback_agent_id, final_status";
+    // Attempts bring contact ids only. With the `OR` on person keys, PostgreSQL planned the
+    // statement again at every batch (0.3 ms, a tenth of the scheduler's PostgreSQL time in
+    // the 1,000-agent day); alone, the lookup by contact keeps its cached plan.
+    let rows = if person_keys.is_empty() {
+        sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM plans WHERE contact_id = ANY($1)
+             ORDER BY contact_id FOR UPDATE"
+        ))
+        .bind(contact_ids)
+        .fetch_all(&mut *tx)
+        .await?
+    } else {
+        sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM plans
+             WHERE contact_id = ANY($1) OR (person_key = ANY($2) AND status <> 'closed')
+             ORDER BY contact_id FOR UPDATE"
+        ))
+        .bind(contact_ids)
+        .bind(person_keys)
+        .fetch_all(&mut *tx)
+        .await?
+    };
     Ok(rows
         .into_iter()
         .map(|r| {
