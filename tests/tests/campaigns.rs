@@ -97,21 +97,19 @@ enum Published {
     Alone,
 }
 
-/// Publishes an attempt as the dialer would.
-async fn publish_attempt(
-    system: &System,
+/// An attempt of the person, as the dialer records it.
+fn attempt(
     campaign: &str,
     contact_id: Uuid,
     person_key: &str,
     number: u32,
     outcome: AttemptOutcome,
     at: DateTime<Utc>,
-    published: Published,
-) -> Result<()> {
+) -> AttemptRecorded {
     let id = Uuid::new_v4().to_string();
-    let msg = AttemptRecorded {
+    AttemptRecorded {
         envelope: Some(envelope(id.clone(), FUND, campaign, &id, at)),
-        attempt_id: id.clone(),
+        attempt_id: id,
         call_id: format!("call-{contact_id}-{number}"),
         contact_id: contact_id.to_string(),
         attempt_number: number,
@@ -122,11 +120,19 @@ async fn publish_attempt(
         callback_at: None,
         callback_with_same_agent: false,
         person_key: person_key.into(),
-    };
+    }
+}
+
+/// Publishes an attempt as the dialer does, or alone.
+async fn publish_attempt(
+    system: &System,
+    attempt: AttemptRecorded,
+    published: Published,
+) -> Result<()> {
     match published {
         Published::InASet => {
             let set = cnmas_proto::dialer::AttemptsRecorded {
-                attempts: vec![msg],
+                attempts: vec![attempt],
             };
             let set_id = Uuid::new_v4().to_string();
             system
@@ -139,9 +145,14 @@ async fn publish_attempt(
                 .await?
         }
         Published::Alone => {
+            let id = attempt.attempt_id.clone();
             system
                 .publisher
-                .publish(&subjects::event("dialer", "attempt_recorded"), &id, &msg)
+                .publish(
+                    &subjects::event("dialer", "attempt_recorded"),
+                    &id,
+                    &attempt,
+                )
                 .await?
         }
     }
@@ -568,17 +579,8 @@ async fn no_answer_up_to_the_maximum_closes_as_not_reached() -> Result<()> {
         } else {
             Published::InASet
         };
-        publish_attempt(
-            &system,
-            &campaign,
-            contact,
-            &person,
-            n,
-            AttemptOutcome::NoAnswer,
-            at,
-            published,
-        )
-        .await?;
+        let made = attempt(&campaign, contact, &person, n, AttemptOutcome::NoAnswer, at);
+        publish_attempt(&system, made, published).await?;
     }
     let got: Vec<(String, ContactResult)> = take(&results, 1, WAIT).await?;
     let r = &got[0].1;
@@ -599,17 +601,8 @@ async fn attempts_in(
     let (contact, person) = the_plan(scheduler, campaign).await?;
     for (n, (outcome, days_ago)) in outcomes.iter().enumerate() {
         let at = Utc::now() - Days::days(*days_ago);
-        publish_attempt(
-            system,
-            campaign,
-            contact,
-            &person,
-            n as u32 + 1,
-            *outcome,
-            at,
-            Published::InASet,
-        )
-        .await?;
+        let made = attempt(campaign, contact, &person, n as u32 + 1, *outcome, at);
+        publish_attempt(system, made, Published::InASet).await?;
     }
     let expected = outcomes.len() as i32;
     eventually(WAIT, "the attempts counted", || {
@@ -985,17 +978,15 @@ async fn a_campaign_sets_its_own_retry_delays() -> Result<()> {
         .await?;
     let (contact, person) = the_plan(&scheduler, &c.campaign_id).await?;
     let at = Utc::now() - Days::days(2);
-    publish_attempt(
-        &system,
+    let busy = attempt(
         &c.campaign_id,
         contact,
         &person,
         1,
         AttemptOutcome::Busy,
         at,
-        Published::InASet,
-    )
-    .await?;
+    );
+    publish_attempt(&system, busy, Published::InASet).await?;
     // The retry is planned 7 minutes after the busy attempt (then released at once, as that
     // time has passed): the plan records the attempt and a due time of at + 7 min or later.
     let due: DateTime<Utc> = eventually(WAIT, "the retry planned", || {
