@@ -80,7 +80,7 @@ impl Outbox {
     /// many per transaction (attempts, closures: decision 0015). The set's message must have
     /// the items as its only field, number 1 (`repeated T items = 1`): it is then the
     /// concatenation of its items, each encoded as that field, which is how the items of
-    /// several changes become one message when they are written ([`Outbox::bind`] in the
+    /// several changes become one message when they are written ([`Outbox::flush`] in the
     /// service, [`Outbox::insert_announcing`] in PostgreSQL for the changes that were made).
     pub fn push_item<T: prost::Message>(&mut self, subject: String, item: &T) {
         let mut element = Vec::with_capacity(item.encoded_len() + 6);
@@ -149,30 +149,24 @@ impl Outbox {
         if n == 0 {
             return Ok(0);
         }
-        self.bind_rows(sqlx::query(&Self::insert(1)))
+        self.bind_rows(sqlx::query(Self::INSERT))
             .execute(conn)
             .await?;
         Ok(n)
     }
 
-    /// The statement that writes an outbox, its four arrays bound from `$first` on (see
-    /// [`Outbox::bind`]). A hot path may use it as one step of a larger statement, adding a
-    /// `WHERE` that ties the events to the state change they announce: one round trip instead
-    /// of a transaction of several.
-    pub fn insert(first: usize) -> String {
-        let [a, b, c, d] = [first, first + 1, first + 2, first + 3];
-        format!(
-            "INSERT INTO bus_outbox (event_id, subject, payload, traceparent)
-             SELECT * FROM UNNEST(${a}::text[], ${b}::text[], ${c}::bytea[], ${d}::text[])"
-        )
-    }
+    /// The statement of [`Outbox::flush`]: the four arrays of `bind_rows`, from `$1`.
+    const INSERT: &'static str = "INSERT INTO bus_outbox (event_id, subject, payload, traceparent)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::bytea[], $4::text[])";
 
-    /// Like [`Outbox::insert`], for one statement that makes several state changes, each
-    /// announced by its own events: the caller binds with [`Outbox::bind_announcing`] the id
+    /// The outbox as one step of a larger statement that makes several state changes, each
+    /// announced by its own events: one round trip instead of a transaction of several. The
+    /// caller binds with [`Outbox::bind_announcing`] the id
     /// of the change each event announces (see [`Outbox::append`]), and only the events of the
     /// changes that `made` (a SQL set, e.g. `SELECT id FROM done`) returns are written. The set
     /// items of those changes ([`Outbox::push_item`]) become one set event per subject, at the
-    /// place of its first item: the caller's batch bounds its size.
+    /// place of its first item, with the trace of that item. The caller's batch bounds its size:
+    /// keep it within [`SET_EVENT_ITEMS`] and [`SET_EVENT_BYTES`].
     pub fn insert_announcing(first: usize, made: &str) -> String {
         let [a, b, c, d, e] = [first, first + 1, first + 2, first + 3, first + 4];
         format!(
@@ -182,7 +176,8 @@ impl Outbox {
                     subject, payload, traceparent
              FROM (SELECT min(event_id) AS event_id, subject,
                           string_agg(payload, ''::bytea ORDER BY n) AS payload,
-                          min(traceparent) AS traceparent, min(n) AS first
+                          (array_agg(traceparent ORDER BY n))[1] AS traceparent,
+                          min(n) AS first
                    FROM UNNEST(${a}::text[], ${b}::text[], ${c}::bytea[], ${d}::text[],
                                ${e}::uuid[]) WITH ORDINALITY
                        AS e(event_id, subject, payload, traceparent, change_id, n)
@@ -200,15 +195,6 @@ impl Outbox {
         self.payloads.append(&mut other.payloads);
         self.traceparents.append(&mut other.traceparents);
         n
-    }
-
-    /// Binds the queued events, in the order [`Outbox::insert`] expects, and empties the outbox.
-    pub fn bind<'q>(
-        &mut self,
-        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-        self.gather_sets();
-        self.bind_rows(query)
     }
 
     /// Binds the queued events and the change each announces, in the order

@@ -18,6 +18,13 @@ use uuid::Uuid;
 /// The most outcomes in one statement.
 const MAX_BATCH: usize = 256;
 
+// The attempts of one write travel as one set event, made by the write itself (decision
+// 0015), so a batch must fit in one: an `AttemptRecorded` is well under 1 KiB.
+const _: () = assert!(
+    MAX_BATCH <= cnmas_bus::outbox::SET_EVENT_ITEMS
+        && MAX_BATCH * 1024 <= cnmas_bus::outbox::SET_EVENT_BYTES
+);
+
 /// One outcome, checked, with the events that announce it.
 pub struct Outcome {
     pub call_id: String,
