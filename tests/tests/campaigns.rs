@@ -824,6 +824,78 @@ async fn a_set_of_calls_with_an_unusable_call_is_dead_lettered_whole() -> Result
 }
 
 #[tokio::test]
+async fn a_set_of_attempts_skips_an_unknown_contact_and_is_refused_whole_for_an_unknown_outcome(
+) -> Result<()> {
+    let system = System::start().await?;
+    let campaign = campaign_without_agents(&system, -1.0).await?;
+    let scheduler = PgPool::connect(system.database_url("scheduler")).await?;
+    let mut dead = system
+        .nats
+        .subscribe(
+            system
+                .ns
+                .subject(&subjects::dead_letter("scheduler", "scheduler_dialer")),
+        )
+        .await?;
+    system
+        .submit(FUND, &campaign, "sub-set", vec![people::flu(14)])
+        .await?;
+    let (contact, person) = the_plan(&scheduler, &campaign).await?;
+    let attempts_of = |contact: Uuid| {
+        let s = scheduler.clone();
+        async move {
+            let n: i32 = sqlx::query_scalar("SELECT attempts FROM plans WHERE contact_id = $1")
+                .bind(contact)
+                .fetch_one(&s)
+                .await?;
+            anyhow::Ok(n)
+        }
+    };
+    let at = Utc::now() - Days::days(3);
+    let no_answer = AttemptOutcome::NoAnswer;
+    // A contact the scheduler has no plan for: skipped, and the set's other attempt counts.
+    let set = cnmas_proto::dialer::AttemptsRecorded {
+        attempts: vec![
+            attempt(&campaign, contact, &person, 1, no_answer, at),
+            attempt(&campaign, Uuid::new_v4(), "pk-gone", 1, no_answer, at),
+        ],
+    };
+    let subject = subjects::event("dialer", "attempts_recorded");
+    let first = Uuid::new_v4().to_string();
+    system.publisher.publish(&subject, &first, &set).await?;
+    eventually(WAIT, "the known contact's attempt counted", || async {
+        Ok((attempts_of(contact).await? == 1).then_some(()))
+    })
+    .await?;
+    // An outcome this scheduler does not know: the whole set goes to the dead letters.
+    let mut unknown = attempt(&campaign, contact, &person, 3, no_answer, at);
+    unknown.outcome = 999;
+    let set = cnmas_proto::dialer::AttemptsRecorded {
+        attempts: vec![
+            attempt(&campaign, contact, &person, 2, no_answer, at),
+            unknown,
+        ],
+    };
+    let second = Uuid::new_v4().to_string();
+    system.publisher.publish(&subject, &second, &set).await?;
+    let msg = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut dead))
+        .await?
+        .context("a dead letter")?;
+    let headers = msg.headers.context("dead-letter headers")?;
+    assert_eq!(
+        headers.get("Cnmas-Original-Event-Id").map(|v| v.as_str()),
+        Some(second.as_str())
+    );
+    assert_eq!(
+        attempts_of(contact).await?,
+        1,
+        "nothing of the refused set counted"
+    );
+    system.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_contact_without_territory_is_closed_and_reported() -> Result<()> {
     let system = System::start().await?;
     let campaign = campaign_without_agents(&system, -1.0).await?;

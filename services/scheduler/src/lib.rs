@@ -1,6 +1,6 @@
 //! The campaign scheduler: campaigns and their lifecycle, and the plan of every contact —
-//! when it is due, in which open window, after which retries — releasing `CallDue` to the
-//! dialer and `ContactClosed` when a contact is finished.
+//! when it is due, in which open window, after which retries — releasing `CallsDue` to the
+//! dialer and `ContactsClosed` when contacts are finished.
 
 mod campaigns;
 pub(crate) mod planning;
