@@ -913,6 +913,8 @@ async fn outcomes_sent_at_once_are_each_written_once() -> Result<()> {
     // once (a double click) must still count once, and every other agent's outcome count.
     let system = System::start().await?;
     let (agents, pool) = crowd(&system, 6, 6, "at-once").await?;
+    let subject = cnmas_bus::subjects::event("dialer", "attempts_recorded");
+    let mut announced = system.nats.subscribe(system.ns.subject(&subject)).await?;
     let mut sends = Vec::new();
     for name in &agents {
         let mut agent = system.agent(name).await?;
@@ -941,7 +943,30 @@ async fn outcomes_sent_at_once_are_each_written_once() -> Result<()> {
         .fetch_one(&pool)
         .await?;
     assert_eq!(attempts, 6);
-    // Each written attempt was announced once: the results service holds six.
+    // Each written attempt was announced once, in the set of its write (decision 0015), and
+    // no refused one: the sets hold exactly the attempts the dialer wrote.
+    let written: HashSet<String> = sqlx::query_scalar("SELECT attempt_id::text FROM attempts")
+        .fetch_all(&pool)
+        .await?
+        .into_iter()
+        .collect();
+    let mut items = Vec::new();
+    while items.len() < written.len() {
+        let msg = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut announced))
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the subscription ended"))?;
+        let set: cnmas_proto::dialer::AttemptsRecorded = prost::Message::decode(msg.payload)?;
+        items.extend(set.attempts.into_iter().map(|a| a.attempt_id));
+    }
+    let more = tokio::time::timeout(
+        Duration::from_millis(500),
+        futures::StreamExt::next(&mut announced),
+    )
+    .await;
+    assert!(more.is_err(), "an attempt announced beyond those written");
+    assert_eq!(items.len(), written.len(), "an attempt announced twice");
+    assert_eq!(items.into_iter().collect::<HashSet<_>>(), written);
+    // The results service holds six.
     let results = sqlx::PgPool::connect(system.database_url("results")).await?;
     wait_for_count(
         WAIT,
