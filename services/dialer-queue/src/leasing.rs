@@ -142,14 +142,15 @@ fn ask_cards(intake: &Intake, tasks: &TaskTracker, calls: Vec<CardFor>) -> Cards
         let started = Instant::now();
         let lease_ids: Vec<Uuid> = calls.iter().map(|c| c.lease_id).collect();
         let asked = lease_ids.len();
-        let cards = match intake.cards(calls).await {
+        let answer = intake.cards(calls).await;
+        metrics::histogram!("cnmas_dialer_cards_seconds").record(started.elapsed());
+        let cards = match answer {
             Ok(cards) => cards,
             Err(e) => {
                 tracing::warn!(code = ?e.code(), calls = asked, "call cards unavailable");
                 return HashMap::new();
             }
         };
-        metrics::histogram!("cnmas_dialer_cards_seconds").record(started.elapsed());
         lease_ids
             .into_iter()
             .zip(cards)

@@ -79,7 +79,7 @@ impl BatchHandler for Collector {
                         AttemptRecorded::decode(p).map(|a| vec![a])
                     };
                     let Ok(attempts) = decoded else {
-                        verdicts[i] = bad("AttemptRecorded");
+                        verdicts[i] = bad(kind);
                         continue;
                     };
                     let Some(parsed) = attempts
@@ -87,7 +87,7 @@ impl BatchHandler for Collector {
                         .map(attempt_row)
                         .collect::<Option<Vec<_>>>()
                     else {
-                        verdicts[i] = bad("AttemptRecorded ids");
+                        verdicts[i] = bad(&format!("{kind} ids"));
                         continue;
                     };
                     touched.extend(parsed.iter().map(|a| a.1));
@@ -126,7 +126,7 @@ impl BatchHandler for Collector {
                         ContactClosed::decode(p).map(|c| vec![c])
                     };
                     let Ok(closures) = decoded else {
-                        verdicts[i] = bad("ContactClosed");
+                        verdicts[i] = bad(kind);
                         continue;
                     };
                     let Some(contacts) = closures
@@ -134,7 +134,7 @@ impl BatchHandler for Collector {
                         .map(|c| uuid(&c.contact_id))
                         .collect::<Option<Vec<_>>>()
                     else {
-                        verdicts[i] = bad("ContactClosed ids");
+                        verdicts[i] = bad(&format!("{kind} ids"));
                         continue;
                     };
                     for (c, contact) in closures.into_iter().zip(contacts) {
