@@ -761,19 +761,38 @@ async fn after_the_end_date_open_contacts_close_as_campaign_ended() -> Result<()
 
 /// A set of calls comes from one scheduler transaction: one unusable call in it (a bug) sends
 /// the whole set to the dead-letter subject, for replay, and queues none of it.
+/// A subscription to the dead letters of one consumer.
+async fn dead_letters(
+    system: &System,
+    service: &str,
+    consumer: &str,
+) -> Result<async_nats::Subscriber> {
+    let subject = system.ns.subject(&subjects::dead_letter(service, consumer));
+    Ok(system.nats.subscribe(subject).await?)
+}
+
+/// The headers of the next dead letter, which must be the event `event_id`.
+async fn dead_lettered(
+    dead: &mut async_nats::Subscriber,
+    event_id: &str,
+) -> Result<async_nats::HeaderMap> {
+    let msg = tokio::time::timeout(WAIT, futures::StreamExt::next(dead))
+        .await?
+        .context("a dead letter")?;
+    let headers = msg.headers.context("dead-letter headers")?;
+    assert_eq!(
+        headers.get("Cnmas-Original-Event-Id").map(|v| v.as_str()),
+        Some(event_id)
+    );
+    Ok(headers)
+}
+
 #[tokio::test]
 async fn a_set_of_calls_with_an_unusable_call_is_dead_lettered_whole() -> Result<()> {
     let system = System::start().await?;
     let campaign = campaign_without_agents(&system, -1.0).await?;
     let dialer = PgPool::connect(system.database_url("dialer-queue")).await?;
-    let mut dead = system
-        .nats
-        .subscribe(
-            system
-                .ns
-                .subject(&subjects::dead_letter("dialer-queue", "dialer_scheduler")),
-        )
-        .await?;
+    let mut dead = dead_letters(&system, "dialer-queue", "dialer_scheduler").await?;
     let call = |contact: String| {
         let id = Uuid::new_v4().to_string();
         cnmas_proto::scheduler::CallDue {
@@ -803,14 +822,7 @@ async fn a_set_of_calls_with_an_unusable_call_is_dead_lettered_whole() -> Result
             },
         )
         .await?;
-    let msg = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut dead))
-        .await?
-        .context("a dead letter")?;
-    let headers = msg.headers.context("dead-letter headers")?;
-    assert_eq!(
-        headers.get("Cnmas-Original-Event-Id").map(|v| v.as_str()),
-        Some(id.as_str())
-    );
+    let headers = dead_lettered(&mut dead, &id).await?;
     assert!(headers
         .get("Cnmas-Dead-Letter-Reason")
         .is_some_and(|r| r.as_str().contains("bad ids")));
@@ -829,14 +841,7 @@ async fn a_set_of_attempts_skips_an_unknown_contact_and_is_refused_whole_for_an_
     let system = System::start().await?;
     let campaign = campaign_without_agents(&system, -1.0).await?;
     let scheduler = PgPool::connect(system.database_url("scheduler")).await?;
-    let mut dead = system
-        .nats
-        .subscribe(
-            system
-                .ns
-                .subject(&subjects::dead_letter("scheduler", "scheduler_dialer")),
-        )
-        .await?;
+    let mut dead = dead_letters(&system, "scheduler", "scheduler_dialer").await?;
     system
         .submit(FUND, &campaign, "sub-set", vec![people::flu(14)])
         .await?;
@@ -878,14 +883,7 @@ async fn a_set_of_attempts_skips_an_unknown_contact_and_is_refused_whole_for_an_
     };
     let second = Uuid::new_v4().to_string();
     system.publisher.publish(&subject, &second, &set).await?;
-    let msg = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut dead))
-        .await?
-        .context("a dead letter")?;
-    let headers = msg.headers.context("dead-letter headers")?;
-    assert_eq!(
-        headers.get("Cnmas-Original-Event-Id").map(|v| v.as_str()),
-        Some(second.as_str())
-    );
+    dead_lettered(&mut dead, &second).await?;
     assert_eq!(
         attempts_of(contact).await?,
         1,
