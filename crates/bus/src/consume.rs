@@ -55,6 +55,27 @@ pub struct Incoming {
     pub delivered: i64,
 }
 
+impl Incoming {
+    /// The items of a set event (decision 0015): on the set's subject, whose last token is
+    /// `set_kind`, the set decoded and cut into its items by `items`; on any other (the
+    /// subject of the single event the set replaced), that one event.
+    pub fn items<S, T>(
+        &self,
+        set_kind: &str,
+        items: impl FnOnce(S) -> Vec<T>,
+    ) -> Result<Vec<T>, prost::DecodeError>
+    where
+        S: prost::Message + Default,
+        T: prost::Message + Default,
+    {
+        if self.subject.rsplit('.').next() == Some(set_kind) {
+            S::decode(self.payload.clone()).map(items)
+        } else {
+            T::decode(self.payload.clone()).map(|item| vec![item])
+        }
+    }
+}
+
 /// What to do with one message of a batch.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
@@ -449,6 +470,48 @@ async fn dead_letter(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Item {
+        #[prost(uint32, tag = "1")]
+        n: u32,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Set {
+        #[prost(message, repeated, tag = "1")]
+        items: Vec<Item>,
+    }
+
+    fn incoming(subject: &str, payload: Vec<u8>) -> Incoming {
+        Incoming {
+            event_id: "e".into(),
+            subject: subject.into(),
+            payload: payload.into(),
+            delivered: 1,
+        }
+    }
+
+    #[test]
+    fn a_set_gives_its_items_and_the_single_event_it_replaced_gives_itself() {
+        let set = Set {
+            items: vec![Item { n: 1 }, Item { n: 2 }],
+        };
+        let m = incoming(
+            "cnmas.evt.v1.s.items_done",
+            prost::Message::encode_to_vec(&set),
+        );
+        let got = m.items("items_done", |s: Set| s.items);
+        assert_eq!(got.ok(), Some(set.items));
+        let m = incoming(
+            "cnmas.evt.v1.s.item_done",
+            prost::Message::encode_to_vec(&Item { n: 7 }),
+        );
+        let got = m.items("items_done", |s: Set| s.items);
+        assert_eq!(got.ok(), Some(vec![Item { n: 7 }]));
+        let m = incoming("cnmas.evt.v1.s.items_done", vec![0xff, 0xff]);
+        assert!(m.items("items_done", |s: Set| s.items).is_err());
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -4,9 +4,7 @@ use crate::State;
 use chrono::Utc;
 use cnmas_bus::{subjects, BatchHandler, HandlerError, Incoming, Outbox, Verdict};
 use cnmas_proto::dialer::CallReturned;
-use cnmas_proto::scheduler::{
-    CallDue, CallsDue, CampaignChanged, CampaignState, ContactClosed, ContactsClosed,
-};
+use cnmas_proto::scheduler::{CallDue, CallsDue, CampaignChanged, CampaignState, ContactsClosed};
 use cnmas_proto::support::{envelope, from_timestamp, theme_from_proto};
 use prost::Message;
 use sqlx::{PgConnection, Row};
@@ -103,11 +101,7 @@ impl BatchHandler for QueueFeed {
                 }
                 // A set (decision 0015), or one closure published alone by a scheduler before it.
                 "contacts_closed" | "contact_closed" => {
-                    let closures = if kind == "contacts_closed" {
-                        ContactsClosed::decode(m.payload.clone()).map(|set| set.closures)
-                    } else {
-                        ContactClosed::decode(m.payload.clone()).map(|c| vec![c])
-                    };
+                    let closures = m.items("contacts_closed", |s: ContactsClosed| s.closures);
                     let Ok(closures) = closures else {
                         verdicts[i] = Verdict::DeadLetter(format!("undecodable {kind}"));
                         continue;

@@ -8,7 +8,7 @@ use cnmas_proto::consent::ContactSuppressed;
 use cnmas_proto::dialer::{AttemptRecorded, AttemptsRecorded, InterviewCompleted};
 use cnmas_proto::intake::{ContactRejected, ContactsAccepted};
 use cnmas_proto::results::{AttemptSummary, ContactChangeNotice, ContactResult, FollowUpNotice};
-use cnmas_proto::scheduler::{ContactClosed, ContactsClosed};
+use cnmas_proto::scheduler::ContactsClosed;
 use cnmas_proto::support::{derived_id, envelope, from_timestamp, timestamp};
 use prost::Message;
 use sqlx::{PgConnection, Row};
@@ -73,12 +73,9 @@ impl BatchHandler for Collector {
                 // A set (decision 0015), or one attempt published alone by a dialer before it.
                 // A set stands together (one dialer transaction): all or nothing.
                 kind @ ("attempts_recorded" | "attempt_recorded") => {
-                    let decoded = if kind == "attempts_recorded" {
-                        AttemptsRecorded::decode(p).map(|set| set.attempts)
-                    } else {
-                        AttemptRecorded::decode(p).map(|a| vec![a])
-                    };
-                    let Ok(attempts) = decoded else {
+                    let Ok(attempts) =
+                        m.items("attempts_recorded", |s: AttemptsRecorded| s.attempts)
+                    else {
                         verdicts[i] = bad(kind);
                         continue;
                     };
@@ -120,12 +117,8 @@ impl BatchHandler for Collector {
                 // A set (decision 0015), or one closure published alone by a scheduler before
                 // it; all or nothing, as attempts.
                 kind @ ("contacts_closed" | "contact_closed") => {
-                    let decoded = if kind == "contacts_closed" {
-                        ContactsClosed::decode(p).map(|set| set.closures)
-                    } else {
-                        ContactClosed::decode(p).map(|c| vec![c])
-                    };
-                    let Ok(closures) = decoded else {
+                    let Ok(closures) = m.items("contacts_closed", |s: ContactsClosed| s.closures)
+                    else {
                         verdicts[i] = bad(kind);
                         continue;
                     };

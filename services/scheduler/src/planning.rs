@@ -64,13 +64,9 @@ fn decode(m: &Incoming) -> Result<Event, prost::DecodeError> {
     let kind = m.subject.rsplit('.').next().unwrap_or_default();
     Ok(match kind {
         "contacts_cleared" => Event::Cleared(ContactsCleared::decode(m.payload.clone())?.contacts),
-        "attempts_recorded" => Event::Attempts {
-            attempts: AttemptsRecorded::decode(m.payload.clone())?.attempts,
-            set: true,
-        },
-        "attempt_recorded" => Event::Attempts {
-            attempts: vec![AttemptRecorded::decode(m.payload.clone())?],
-            set: false,
+        "attempts_recorded" | "attempt_recorded" => Event::Attempts {
+            attempts: m.items("attempts_recorded", |s: AttemptsRecorded| s.attempts)?,
+            set: kind == "attempts_recorded",
         },
         "call_returned" => Event::Returned(CallReturned::decode(m.payload.clone())?),
         "consent_changed" => Event::Consent(ConsentChanged::decode(m.payload.clone())?),
