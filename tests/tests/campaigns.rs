@@ -894,6 +894,44 @@ async fn a_set_of_attempts_skips_an_unknown_contact_and_is_refused_whole_for_an_
 }
 
 #[tokio::test]
+async fn a_closure_published_alone_by_an_older_scheduler_still_applies() -> Result<()> {
+    // What an upgrade finds in the stream (decision 0015): the dialer drops the contact's
+    // queued call and results records the closure, through its former consumer.
+    let system = System::start().await?;
+    let campaign = campaign_without_agents(&system, -1.0).await?;
+    let scheduler = PgPool::connect(system.database_url("scheduler")).await?;
+    let dialer = PgPool::connect(system.database_url("dialer-queue")).await?;
+    let results = PgPool::connect(system.database_url("results")).await?;
+    system
+        .submit(FUND, &campaign, "sub-old", vec![people::flu(15)])
+        .await?;
+    let (contact, _) = the_plan(&scheduler, &campaign).await?;
+    let queued = format!("SELECT count(*) FROM queue WHERE contact_id = '{contact}'");
+    wait_for_count(WAIT, &dialer, &queued, 1, "the contact's call queued").await?;
+    let id = Uuid::new_v4().to_string();
+    let closed = cnmas_proto::scheduler::ContactClosed {
+        envelope: Some(envelope(id.clone(), FUND, &campaign, &id, Utc::now())),
+        contact_id: contact.to_string(),
+        final_status: FinalStatus::NotReached as i32,
+        attempts: 0,
+        reason: "attempts.decided".into(),
+    };
+    system
+        .publisher
+        .publish(
+            &subjects::event("scheduler", "contact_closed"),
+            &id,
+            &closed,
+        )
+        .await?;
+    wait_for_count(WAIT, &dialer, &queued, 0, "the call withdrawn").await?;
+    let closures = format!("SELECT count(*) FROM closures WHERE contact_id = '{contact}'");
+    wait_for_count(WAIT, &results, &closures, 1, "the closure at results").await?;
+    system.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_contact_without_territory_is_closed_and_reported() -> Result<()> {
     let system = System::start().await?;
     let campaign = campaign_without_agents(&system, -1.0).await?;
