@@ -219,6 +219,7 @@ async fn complete(pool: &PgPool, id: i64, worker: &str) -> Result<(), sqlx::Erro
 /// M lease-then-complete cycles by A workers, no think time. Returns seconds.
 pub async fn lease_saturated(pool: &PgPool, m: usize, a: usize, within: Duration) -> Result<f64> {
     lease_table(pool, m).await?;
+    crate::settle(pool).await;
     let done = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -266,6 +267,7 @@ pub async fn lease_day(
     rows: usize,
 ) -> Result<(Lat, u64)> {
     lease_table(pool, rows).await?;
+    crate::settle(pool).await;
     let deadline = Instant::now() + day;
     let mut tasks = Vec::new();
     for w in 0..a {
