@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite against a real PostgreSQL and NATS JetStream (started, or installed,
 # when absent). Uses cargo-nextest when available, `cargo test` otherwise. Extra arguments are
-# passed to the test runner (e.g. a test name filter). Exit code = the test runner's.
+# passed to the test runner (e.g. a test name filter). Without arguments, the benchmark then runs
+# once at a tiny size in the debug build (it must run end to end and lose or duplicate nothing;
+# its figures mean nothing there). Exit code = the test runner's, else the benchmark's.
 #
 # Usage: deploy/local/test.sh [runner arguments...]
 #   CNMAS_TEST_RUNNER=cargo   force `cargo test` even when nextest is installed
@@ -35,4 +37,13 @@ fi
 
 log "CNMAS_TEST_DATABASE_URL=$CNMAS_TEST_DATABASE_URL CNMAS_TEST_NATS_URL=$CNMAS_TEST_NATS_URL"
 log "running: ${cmd[*]}"
-exec "${cmd[@]}"
+"${cmd[@]}"
+
+if [ $# -eq 0 ]; then
+    # The benchmark starts the service binaries that sit next to it, so build them all.
+    bench=(cargo run --quiet -p cnmas-bench -- --contacts 2000 --outcomes 500 --agents 20
+        --talk-ms 200 --day-seconds 5 --pg "$CNMAS_TEST_DATABASE_URL" --nats "$CNMAS_TEST_NATS_URL")
+    log "running: cargo build --bins && ${bench[*]}"
+    cargo build --bins
+    "${bench[@]}"
+fi
