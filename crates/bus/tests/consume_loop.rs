@@ -234,3 +234,51 @@ async fn namespaces_do_not_see_each_other() {
         topology::delete(p.jetstream(), &ns).await.unwrap();
     }
 }
+
+/// A set event of contacts, as large and as repetitive as the real ones.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ContactSet {
+    #[prost(string, repeated, tag = "1")]
+    contacts: Vec<String>,
+}
+
+#[tokio::test]
+async fn set_payloads_are_stored_compressed_with_lz4_when_the_server_has_it() {
+    let (ns, publisher, pool, url) = setup().await;
+    let set = ContactSet {
+        contacts: (0..1000)
+            .map(|i| format!("campaign 0192a3b4-0000-7000-8000-000000000001 fund 751 contact {i}"))
+            .collect(),
+    };
+    let mut outbox = Outbox::new();
+    outbox.push(
+        subjects::event("intake", "contacts_accepted"),
+        "set-1",
+        &set,
+    );
+    let mut tx = pool.begin().await.unwrap();
+    outbox.flush(&mut tx).await.unwrap();
+    tx.commit().await.unwrap();
+    let has_lz4: bool = sqlx::query_scalar(
+        "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let (method, stored, raw): (Option<String>, i32, i32) = sqlx::query_as(
+        "SELECT pg_column_compression(payload), pg_column_size(payload), length(payload)
+         FROM bus_outbox WHERE event_id = 'set-1'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    if has_lz4 {
+        assert_eq!(method.as_deref(), Some("lz4"));
+        assert!(stored * 2 < raw, "{stored} bytes stored for {raw}");
+    } else {
+        assert_eq!(method, None);
+    }
+    pool.close().await;
+    cnmas_runtime::db::drop_database(&url).await.unwrap();
+    topology::delete(publisher.jetstream(), &ns).await.unwrap();
+}
