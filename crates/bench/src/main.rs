@@ -495,9 +495,17 @@ fn machine() -> serde_json::Value {
     json!({ "nproc": nproc, "memory_gib": r1(mem_kib as f64 / 1048576.0), "cpu": cpu })
 }
 
+/// `x / y`, or 0 when there is no floor to compare with.
+fn ratio(x: f64, y: f64) -> f64 {
+    if y > 0.0 {
+        x / y
+    } else {
+        0.0
+    }
+}
+
 fn print_table(env: &Env, r: &Report, rss: &[(&'static str, f64)]) {
     let a = &env.args;
-    let ratio = |x: f64, y: f64| if y > 0.0 { x / y } else { 0.0 };
     println!();
     println!(
         "CNMAS benchmark — {} contacts, {} outcomes, {} agents, talk {} ms, day {} s — services as separate processes",
@@ -527,6 +535,44 @@ fn print_table(env: &Env, r: &Report, rss: &[(&'static str, f64)]) {
         a.contacts as f64 / r.floor_s.max(1e-9),
         ""
     );
+    if a.pipeline_only {
+        println!(
+            "{:<44} {:>14}",
+            "(3)–(5) lease floor, outcomes, day", "not run"
+        );
+    } else {
+        print_calls(a, r);
+    }
+    for (s, mib) in rss {
+        println!("{:<44} {:>10.1} MiB", format!("(6) peak RSS {s}"), mib);
+    }
+    println!(
+        "{:<44} {:>14} {:>14} {:>10}",
+        "lost / duplicated (redeliveries)",
+        format!("{} / {}", r.lost, r.duplicated),
+        r.redeliveries,
+        ""
+    );
+    println!("{:-<100}", "");
+    println!("CPU seconds per step (wall in brackets); 2 cores = 2 CPU-s per second of wall time");
+    print!("{:<20}", "step");
+    for g in procs::CPU_GROUPS {
+        print!("{:>10}", g.replace("dialer-queue", "dialer"));
+    }
+    println!();
+    for (name, wall, d) in &r.cpu {
+        print!("{:<20}", format!("{name} [{wall:.1}s]"));
+        for (_, v) in d {
+            print!("{:>10.1}", v);
+        }
+        println!();
+    }
+    println!("{:-<100}", "");
+    println!("logs and /metrics dumps: {}", env.logdir.display());
+}
+
+/// The rows of steps 4 and 5.
+fn print_calls(a: &Args, r: &Report) {
     println!(
         "{:<44} {:>12.2} s {:>12.2} s {:>10.2}",
         "(4) outcomes: M calls → M results at fund",
@@ -595,32 +641,6 @@ fn print_table(env: &Env, r: &Report, rss: &[(&'static str, f64)]) {
         "{:<44} {:>14} {:>14} {:>10}",
         "    services: NothingDue | API errors", r.day_nothing_due, r.day_errors, ""
     );
-    for (s, mib) in rss {
-        println!("{:<44} {:>10.1} MiB", format!("(6) peak RSS {s}"), mib);
-    }
-    println!(
-        "{:<44} {:>14} {:>14} {:>10}",
-        "lost / duplicated (redeliveries)",
-        format!("{} / {}", r.lost, r.duplicated),
-        r.redeliveries,
-        ""
-    );
-    println!("{:-<100}", "");
-    println!("CPU seconds per step (wall in brackets); 2 cores = 2 CPU-s per second of wall time");
-    print!("{:<14}", "step");
-    for g in procs::CPU_GROUPS {
-        print!("{:>10}", g.replace("dialer-queue", "dialer"));
-    }
-    println!();
-    for (name, wall, d) in &r.cpu {
-        print!("{:<14}", format!("{name} [{wall:.1}s]"));
-        for (_, v) in d {
-            print!("{:>10.1}", v);
-        }
-        println!();
-    }
-    println!("{:-<100}", "");
-    println!("logs and /metrics dumps: {}", env.logdir.display());
 }
 
 #[tokio::main]
@@ -637,7 +657,7 @@ async fn main() {
 }
 
 async fn main_inner(args: Args) -> Result<i32> {
-    if args.outcomes > args.contacts {
+    if args.outcomes > args.contacts && !args.pipeline_only {
         bail!(
             "--outcomes ({}) must not exceed --contacts ({})",
             args.outcomes,
@@ -726,12 +746,11 @@ async fn main_inner(args: Args) -> Result<i32> {
     print_table(&env, &report, &rss);
     let r = &report;
     let max_rss = rss.iter().map(|x| x.1).fold(0.0, f64::max);
-    let ratio = |x: f64, y: f64| if y > 0.0 { r2(x / y) } else { 0.0 };
     let rss_obj: serde_json::Map<String, serde_json::Value> = rss
         .iter()
         .map(|(s, v)| (s.to_string(), json!(r1(*v))))
         .collect();
-    let out = json!({
+    let mut out = json!({
         "contacts": args.contacts,
         "outcomes": args.outcomes,
         "agents": args.agents,
@@ -740,10 +759,10 @@ async fn main_inner(args: Args) -> Result<i32> {
         "day_seconds": args.day_seconds,
         "floor_s": r3(r.floor_s),
         "pipeline_s": r3(r.pipeline_s),
-        "pipeline_ratio": ratio(r.pipeline_s, r.floor_s),
+        "pipeline_ratio": r2(ratio(r.pipeline_s, r.floor_s)),
         "lease_floor_s": r3(r.lease_floor_s),
         "outcomes_s": r3(r.outcomes_s),
-        "outcomes_ratio": ratio(r.outcomes_s, r.lease_floor_s),
+        "outcomes_ratio": r2(ratio(r.outcomes_s, r.lease_floor_s)),
         "lease_p50_ms": r2(r.lease.p(50.0)),
         "lease_p99_ms": r2(r.lease.p(99.0)),
         "lease_floor_p99_ms": r2(r.lease_floor_day.p(99.0)),
@@ -758,6 +777,24 @@ async fn main_inner(args: Args) -> Result<i32> {
         "machine": machine(),
         "mode": "separate processes",
     });
+    if args.pipeline_only {
+        // Steps 3 to 5 did not run: their measures are absent, not zero.
+        for key in [
+            "lease_floor_s",
+            "outcomes_s",
+            "outcomes_ratio",
+            "lease_p50_ms",
+            "lease_p99_ms",
+            "lease_floor_p99_ms",
+            "next_call_p99_ms",
+            "record_outcome_p99_ms",
+            "result_latency_p99_ms",
+            "day_calls",
+        ] {
+            out[key] = serde_json::Value::Null;
+        }
+        out["pipeline_only"] = json!(true);
+    }
     println!("{out}");
     Ok(if r.lost > 0 || r.duplicated > 0 { 2 } else { 0 })
 }
