@@ -490,7 +490,8 @@ impl RightsService for RightsApi {
         let person_key = self.state.keyer.key(&identity);
         let pool = &self.state.base.pool;
         let contact_ids: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT contact_id FROM contacts WHERE person_key = $1 AND ($2 = '' OR fund_code = $2)",
+            "SELECT contact_id FROM contacts
+             WHERE decode(person_key, 'hex') = decode($1, 'hex') AND ($2 = '' OR fund_code = $2)",
         )
         .bind(&person_key)
         .bind(fund.as_deref().unwrap_or_default())
@@ -597,7 +598,7 @@ impl RightsService for RightsApi {
             "SELECT contact_id, campaign_id, submission_ref, theme, territory, department,
                     priority_key, key_id, nonce, sealed,
                     ameli_code_erased_at IS NOT NULL AS code_erased
-             FROM contacts WHERE person_key = $1 AND fund_code = $2
+             FROM contacts WHERE decode(person_key, 'hex') = decode($1, 'hex') AND fund_code = $2
                AND ($3::uuid IS NULL OR campaign_id = $3)
              ORDER BY created_at FOR UPDATE",
         )
@@ -732,7 +733,8 @@ impl RightsService for RightsApi {
                      priority_key = $5, key_id = $6, nonce = $7, sealed = $8
                  WHERE contact_id = $1
                    AND NOT EXISTS (SELECT 1 FROM contacts o WHERE o.campaign_id = $9
-                                   AND o.person_key = $2 AND o.contact_id <> $1)",
+                                   AND decode(o.person_key, 'hex') = decode($2, 'hex')
+                                   AND o.contact_id <> $1)",
             )
             .bind(contact_id)
             .bind(&new_key)
