@@ -181,27 +181,89 @@ enum Class {
     Unknown,
 }
 
+/// One number range of a region's metadata, its regex compiled once. The crate's
+/// `Descriptor::is_match` finds its regex in a cache shared behind a lock, hashing the pattern
+/// at every call: with up to a dozen ranges tried in each of eight regions, that lookup was
+/// most of the cost of a phone number in intake.
+struct Range {
+    lengths: Vec<u16>,
+    pattern: regex::Regex,
+}
+
+impl Range {
+    fn of(d: Option<&phonenumber::metadata::Descriptor>) -> Option<Range> {
+        let d = d?;
+        Some(Range {
+            lengths: d.possible_length().to_vec(),
+            // The metadata's patterns are laid out over several lines; the crate compiles
+            // them ignoring whitespace.
+            pattern: regex::RegexBuilder::new(d.national_number().as_str())
+                .ignore_whitespace(true)
+                .build()
+                .ok()?,
+        })
+    }
+
+    /// As `Descriptor::is_match`.
+    fn is_match(&self, nsn: &str) -> bool {
+        (self.lengths.is_empty() || self.lengths.contains(&(nsn.len() as u16)))
+            && self.pattern.find(nsn).is_some_and(|m| m.start() == 0)
+    }
+}
+
+/// The ranges of one region that decide whether a number is a line, and which.
+struct Ranges {
+    general: Range,
+    services: Vec<Range>,
+    voip: Option<Range>,
+    other_services: Vec<Range>,
+    fixed_line: Option<Range>,
+    mobile: Option<Range>,
+}
+
+impl Ranges {
+    fn of(region: Territory) -> Option<Ranges> {
+        let d = DATABASE.by_id(region.code())?.descriptors();
+        Some(Ranges {
+            general: Range::of(Some(d.general()))?,
+            services: [d.premium_rate(), d.toll_free(), d.shared_cost()]
+                .into_iter()
+                .filter_map(Range::of)
+                .collect(),
+            voip: Range::of(d.voip()),
+            other_services: [d.personal_number(), d.pager(), d.uan(), d.voicemail()]
+                .into_iter()
+                .filter_map(Range::of)
+                .collect(),
+            fixed_line: Range::of(d.fixed_line()),
+            mobile: Range::of(d.mobile()),
+        })
+    }
+}
+
+/// Each territory's ranges, compiled on first use.
+static RANGES: std::sync::LazyLock<Vec<(Territory, Option<Ranges>)>> =
+    std::sync::LazyLock::new(|| Territory::ALL.map(|t| (t, Ranges::of(t))).into());
+
 fn classify(region: Territory, nsn: &str) -> Class {
-    let Some(meta) = DATABASE.by_id(region.code()) else {
+    let Some(Some(r)) = RANGES.iter().find(|(t, _)| *t == region).map(|(_, r)| r) else {
         return Class::Unknown;
     };
-    let d = meta.descriptors();
-    if !d.general().is_match(nsn) {
+    if !r.general.is_match(nsn) {
         return Class::Unknown;
     }
-    let hit =
-        |desc: Option<&phonenumber::metadata::Descriptor>| desc.is_some_and(|x| x.is_match(nsn));
-    if hit(d.premium_rate()) || hit(d.toll_free()) || hit(d.shared_cost()) {
+    let hit = |range: &Option<Range>| range.as_ref().is_some_and(|x| x.is_match(nsn));
+    if r.services.iter().any(|x| x.is_match(nsn)) {
         return Class::Service;
     }
-    if hit(d.voip()) {
+    if hit(&r.voip) {
         return Class::Line(LineType::Voip);
     }
-    if hit(d.personal_number()) || hit(d.pager()) || hit(d.uan()) || hit(d.voicemail()) {
+    if r.other_services.iter().any(|x| x.is_match(nsn)) {
         return Class::Service;
     }
-    let fixed = hit(d.fixed_line());
-    let mobile = hit(d.mobile());
+    let fixed = hit(&r.fixed_line);
+    let mobile = hit(&r.mobile);
     match (fixed, mobile) {
         (true, false) => Class::Line(LineType::Fixed),
         (false, true) => Class::Line(LineType::Mobile),
@@ -747,6 +809,40 @@ mod tests {
         assert_eq!(LineType::Voip.as_str(), "voip");
     }
 
+    type Descriptor = phonenumber::metadata::Descriptor;
+
+    /// Every range of every territory compiled as `classify` compiles it, once, beside the
+    /// crate's own.
+    #[allow(clippy::type_complexity)]
+    static COMPILED: std::sync::LazyLock<
+        Vec<(
+            Territory,
+            Vec<Option<Range>>,
+            Vec<Option<&'static Descriptor>>,
+        )>,
+    > = std::sync::LazyLock::new(|| {
+        Territory::ALL
+            .into_iter()
+            .map(|t| {
+                let d = DATABASE.by_id(t.code()).expect("metadata").descriptors();
+                let theirs = vec![
+                    Some(d.general()),
+                    d.premium_rate(),
+                    d.toll_free(),
+                    d.shared_cost(),
+                    d.voip(),
+                    d.personal_number(),
+                    d.pager(),
+                    d.uan(),
+                    d.voicemail(),
+                    d.fixed_line(),
+                    d.mobile(),
+                ];
+                (t, theirs.iter().map(|d| Range::of(*d)).collect(), theirs)
+            })
+            .collect()
+    });
+
     proptest! {
         #[test]
         fn never_panics(s in "\\PC*", h in 0usize..9) {
@@ -777,6 +873,21 @@ mod tests {
                 prop_assert_eq!(again.line_type(), x.line_type());
                 prop_assert_eq!(country_code(again.territory()), country_code(x.territory()));
                 prop_assert!(x.e164().ends_with(&nsn));
+            }
+        }
+
+        /// The ranges compiled once answer as the crate's own descriptors do, for every range
+        /// of every territory (numbers of 8 to 10 digits: lengths outside a range's count too).
+        #[test]
+        fn compiled_ranges_match_as_the_crate_does(nsn in "[0-9]{8,10}") {
+            for (t, ours, theirs) in COMPILED.iter() {
+                for (i, (ours, theirs)) in ours.iter().zip(theirs).enumerate() {
+                    prop_assert_eq!(
+                        ours.as_ref().map(|x| x.is_match(&nsn)),
+                        theirs.map(|x| x.is_match(&nsn)),
+                        "range {} of {:?}", i, t
+                    );
+                }
             }
         }
 
