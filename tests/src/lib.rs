@@ -43,6 +43,42 @@ pub fn pg_base() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
+/// The first port the kernel hands out for `bind(0)` and outgoing connections (Linux's
+/// default when it cannot be read).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768)
+}
+
+/// Ports for servers a test or the benchmark starts (services, NATS, chromedriver): distinct, free when picked, and below the kernel's
+/// ephemeral range. A port the kernel hands out for `bind(0)` is released before its service
+/// binds it, and meanwhile an outgoing connection (the floor's, a service's) could take it as
+/// its local port, or a second pick could return it again: the benchmark's dialer once died so
+/// ("Address already in use"), its readiness answered by another service on the same port.
+pub fn free_ports(count: usize) -> Result<Vec<u16>> {
+    let ephemeral_low = ephemeral_low();
+    let low = 10_000u16;
+    anyhow::ensure!(
+        ephemeral_low > low + 1_000,
+        "the ephemeral port range starts at {ephemeral_low}: no room below it for our servers"
+    );
+    let span = ephemeral_low - low;
+    let start = rand::random::<u16>() % span;
+    let ports: Vec<u16> = (0..span)
+        .map(|i| low + (start + i) % span)
+        .filter(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        .take(count)
+        .collect();
+    anyhow::ensure!(
+        ports.len() == count,
+        "only {} free ports between {low} and {ephemeral_low}",
+        ports.len()
+    );
+    Ok(ports)
+}
+
 fn nats_url() -> String {
     std::env::var("CNMAS_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
@@ -714,6 +750,26 @@ pub mod people {
             theme_fields: Some(ThemeFields::FluVaccination(FluVaccinationFields {
                 flu_vaccinated: Some(false),
             })),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_free_and_below_the_ephemeral_range() {
+        let ports = free_ports(10).expect("free ports");
+        assert_eq!(ports.len(), 10);
+        let distinct: std::collections::HashSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
+        for p in ports {
+            assert!(p < ephemeral_low(), "{p} is in the ephemeral range");
+            assert!(
+                std::net::TcpListener::bind(("127.0.0.1", p)).is_ok(),
+                "{p} was given but is taken"
+            );
         }
     }
 }

@@ -17,7 +17,7 @@ use cnmas_proto::intake::{
 };
 use cnmas_proto::scheduler::{CampaignState, GetCampaignRequest};
 use cnmas_runtime::auth::{Bearer, Role};
-use cnmas_system_tests::{eventually, lease, people, test_campaign, Authed, System};
+use cnmas_system_tests::{eventually, free_ports, lease, people, test_campaign, Authed, System};
 use fantoccini::{Client, ClientBuilder, Locator};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -618,12 +618,6 @@ fn screenshot_dir() -> PathBuf {
         })
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// chromedriver on a free port, killed when dropped.
 struct Driver {
     child: std::process::Child,
@@ -649,7 +643,7 @@ fn chromium_binary() -> Result<String> {
 
 async fn chromedriver() -> Result<Driver> {
     let bin = std::env::var("CNMAS_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
-    let port = free_port()?;
+    let port = free_ports(1)?[0];
     let child = std::process::Command::new(&bin)
         .arg(format!("--port={port}"))
         .stdout(std::process::Stdio::null())

@@ -23,7 +23,7 @@ use cnmas_proto::results::ContactResult;
 use futures::StreamExt;
 use prost::Message as _;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -85,8 +85,7 @@ impl NatsServer {
         let store = dir.join("js");
         std::fs::create_dir_all(&store).with_context(|| format!("creating {}", dir.display()))?;
 
-        // A free port: bind port 0, read it, release it for the server.
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = cnmas_system_tests::free_ports(1)?[0];
 
         let text =
             std::fs::read_to_string(conf).with_context(|| format!("reading {}", conf.display()))?;

@@ -89,42 +89,6 @@ pub struct Peak {
     pub rss_kib: u64,
 }
 
-/// The first port the kernel hands out for `bind(0)` and outgoing connections (Linux's
-/// default when it cannot be read).
-fn ephemeral_low() -> u16 {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768)
-}
-
-/// Ports for the services' listeners: distinct, free when picked, and below the kernel's
-/// ephemeral range. A port the kernel hands out for `bind(0)` is released before its service
-/// binds it, and meanwhile an outgoing connection (the floor's, a service's) could take it as
-/// its local port, or a second pick could return it again: a dialer died so with "Address
-/// already in use", and its readiness was answered by another service on the same port.
-fn free_ports(count: usize) -> Result<Vec<u16>> {
-    let ephemeral_low = ephemeral_low();
-    let low = 10_000u16;
-    anyhow::ensure!(
-        ephemeral_low > low + 1_000,
-        "the ephemeral port range starts at {ephemeral_low}: no room below it for the services"
-    );
-    let span = ephemeral_low - low;
-    let start = rand::random::<u16>() % span;
-    let ports: Vec<u16> = (0..span)
-        .map(|i| low + (start + i) % span)
-        .filter(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
-        .take(count)
-        .collect();
-    anyhow::ensure!(
-        ports.len() == count,
-        "only {} free ports between {low} and {ephemeral_low}",
-        ports.len()
-    );
-    Ok(ports)
-}
-
 pub fn db_name(ns: &str, service: &str) -> String {
     format!("cnmasbench_{}_{}", ns, service.replace('-', "_"))
 }
@@ -162,7 +126,7 @@ impl Services {
         secrets: &Secrets,
         lease_seconds: u64,
     ) -> Result<Self> {
-        let mut free = free_ports(2 * SERVICES.len())?.into_iter();
+        let mut free = cnmas_system_tests::free_ports(2 * SERVICES.len())?.into_iter();
         let mut ports = HashMap::new();
         for s in SERVICES {
             if let (Some(grpc), Some(http)) = (free.next(), free.next()) {
@@ -496,24 +460,4 @@ pub fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn service_ports_are_distinct_free_and_below_the_ephemeral_range() {
-        let ports = free_ports(2 * SERVICES.len()).expect("free ports");
-        assert_eq!(ports.len(), 2 * SERVICES.len());
-        let distinct: std::collections::HashSet<u16> = ports.iter().copied().collect();
-        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
-        for p in ports {
-            assert!(p < ephemeral_low(), "{p} is in the ephemeral range");
-            assert!(
-                std::net::TcpListener::bind(("127.0.0.1", p)).is_ok(),
-                "{p} was given but is taken"
-            );
-        }
-    }
 }
