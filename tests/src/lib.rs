@@ -52,11 +52,12 @@ fn ephemeral_low() -> u16 {
         .unwrap_or(32768)
 }
 
-/// Ports for servers a test or the benchmark starts (services, NATS, chromedriver): distinct, free when picked, and below the kernel's
-/// ephemeral range. A port the kernel hands out for `bind(0)` is released before its service
-/// binds it, and meanwhile an outgoing connection (the floor's, a service's) could take it as
-/// its local port, or a second pick could return it again: the benchmark's dialer once died so
-/// ("Address already in use"), its readiness answered by another service on the same port.
+/// Ports for the servers a test or the benchmark starts (services, NATS, chromedriver):
+/// distinct, free when picked, and below the kernel's ephemeral range. A port from `bind(0)`
+/// is released before its server binds it; meanwhile an outgoing connection of a test running
+/// alongside could take it as its local port, or a second pick return it again. The
+/// benchmark's dialer once died so ("Address already in use"), and its readiness was answered
+/// by another service on the same port.
 pub fn free_ports(count: usize) -> Result<Vec<u16>> {
     let ephemeral_low = ephemeral_low();
     let low = 10_000u16;
