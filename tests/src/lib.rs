@@ -198,6 +198,9 @@ impl System {
             nats_memory_storage: true,
             database_url: self.db_urls[service].clone(),
             database_max_connections: 8,
+            consumer_pace: std::time::Duration::from_millis(
+                cnmas_runtime::config::DEFAULT_CONSUMER_PACE_MS,
+            ),
             grpc_addr: grpc,
             http_addr: http,
             jwt_secret: JWT_SECRET.into(),

@@ -704,6 +704,9 @@ async fn scheduler_on(
         nats_memory_storage: true,
         database_url: system.database_url("scheduler").to_string(),
         database_max_connections: 4,
+        consumer_pace: std::time::Duration::from_millis(
+            cnmas_runtime::config::DEFAULT_CONSUMER_PACE_MS,
+        ),
         grpc_addr: ([127, 0, 0, 1], 0).into(),
         http_addr: ([127, 0, 0, 1], 0).into(),
         jwt_secret: JWT_SECRET.into(),

@@ -128,6 +128,9 @@ pub struct ConsumerContext {
     pub pool: PgPool,
     pub publisher: Publisher,
     pub relay: OutboxRelay,
+    /// A batch starts at most this long after the previous one started (decision 0019): a
+    /// quiet consumer handles an event at once, a busy one gathers what arrives meanwhile.
+    pub pace: Duration,
 }
 
 impl ConsumerContext {
@@ -169,6 +172,8 @@ pub async fn run_consumer<H: BatchHandler>(
         .map_err(BusError::nats)?;
 
     let mut last_lag = Instant::now() - Duration::from_secs(60);
+    let pace = ctx.pace;
+    let mut last_start: Option<tokio::time::Instant> = None;
     'outer: loop {
         let mut messages = match consumer
             .stream()
@@ -204,7 +209,9 @@ pub async fn run_consumer<H: BatchHandler>(
                 }
                 None => continue 'outer,
             }
-            let gather_until = tokio::time::Instant::now() + Duration::from_millis(2);
+            // Gather for 2 ms, or until the pace allows the next batch.
+            let gather_until = (tokio::time::Instant::now() + Duration::from_millis(2))
+                .max(last_start.map_or(tokio::time::Instant::now(), |at| at + pace));
             let mut bytes = batch.iter().map(|m| m.payload.len()).sum::<usize>();
             while batch.len() < spec.max_batch && bytes < spec.max_batch_bytes {
                 match tokio::time::timeout_at(gather_until, messages.next()).await {
@@ -216,6 +223,7 @@ pub async fn run_consumer<H: BatchHandler>(
                     Ok(None) => break,
                 }
             }
+            last_start = Some(tokio::time::Instant::now());
             process_batch(&ctx, &spec, handler.as_ref(), batch).await;
             if last_lag.elapsed() > Duration::from_secs(10) {
                 last_lag = Instant::now();

@@ -92,6 +92,7 @@ async fn batches_are_deduplicated_retried_and_poison_is_dead_lettered() {
         pool: pool.clone(),
         publisher: publisher.clone(),
         relay,
+        pace: Duration::from_millis(50),
     };
     let mut spec = ConsumerSpec::new("test", "test_consumer", "cnmas.in.v1.*.contact");
     spec.max_deliveries = 3;
@@ -233,6 +234,69 @@ async fn namespaces_do_not_see_each_other() {
         cnmas_runtime::db::drop_database(&url).await.unwrap();
         topology::delete(p.jetstream(), &ns).await.unwrap();
     }
+}
+
+/// Counts the messages of each batch it is given.
+struct BatchSizes(std::sync::Mutex<Vec<usize>>);
+
+impl BatchHandler for BatchSizes {
+    async fn handle(
+        &self,
+        _tx: &mut PgConnection,
+        batch: &[Incoming],
+        _outbox: &mut Outbox,
+    ) -> Result<Vec<Verdict>, HandlerError> {
+        self.0.lock().unwrap().push(batch.len());
+        Ok(vec![Verdict::Done; batch.len()])
+    }
+}
+
+#[tokio::test]
+async fn a_busy_consumer_gathers_what_arrives_within_its_pace() {
+    let (ns, publisher, pool, url) = setup().await;
+    let relay = OutboxRelay::new(pool.clone(), publisher.clone());
+    let shutdown = CancellationToken::new();
+    let ctx = ConsumerContext {
+        pool: pool.clone(),
+        publisher: publisher.clone(),
+        relay,
+        pace: Duration::from_secs(1),
+    };
+    let sizes = Arc::new(BatchSizes(std::sync::Mutex::new(Vec::new())));
+    let spec = ConsumerSpec::new("test", "paced_consumer", "cnmas.in.v1.*.contact");
+    let loop_ = tokio::spawn(cnmas_bus::run_consumer(
+        ctx,
+        spec,
+        sizes.clone(),
+        shutdown.clone(),
+    ));
+    // Twenty events, one every 20 ms or more: without a pace each would be a batch of its own.
+    let subject = subjects::fund_in("751", "contact");
+    for i in 0..20 {
+        publisher
+            .publish(
+                &subject,
+                &format!("e{i}"),
+                &prost_types::Timestamp::default(),
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let handled = || sizes.0.lock().unwrap().iter().sum::<usize>();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while handled() < 20 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let batches = sizes.0.lock().unwrap().clone();
+    assert_eq!(batches.iter().sum::<usize>(), 20, "{batches:?}");
+    // Publishing takes about half a second: the first event alone, then what the pace gathered.
+    assert!(batches.len() <= 6, "{batches:?}");
+    shutdown.cancel();
+    loop_.await.unwrap().unwrap();
+    pool.close().await;
+    cnmas_runtime::db::drop_database(&url).await.unwrap();
+    topology::delete(publisher.jetstream(), &ns).await.unwrap();
 }
 
 /// A set event of contacts, as large and as repetitive as the real ones.

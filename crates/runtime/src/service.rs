@@ -22,6 +22,7 @@ pub struct Base {
     pub auth: Authenticator,
     pub tasks: TaskTracker,
     pub shutdown: CancellationToken,
+    consumer_pace: std::time::Duration,
 }
 
 /// A started service: where it listens, and a handle to wait for it to stop.
@@ -79,6 +80,7 @@ impl Base {
             auth: Authenticator::new(&common.jwt_secret),
             tasks,
             shutdown,
+            consumer_pace: common.consumer_pace,
         })
     }
 
@@ -87,6 +89,7 @@ impl Base {
             pool: self.pool.clone(),
             publisher: self.publisher.clone(),
             relay: self.relay.clone(),
+            pace: self.consumer_pace,
         }
     }
 
