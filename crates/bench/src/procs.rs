@@ -126,13 +126,13 @@ impl Services {
         secrets: &Secrets,
         lease_seconds: u64,
     ) -> Result<Self> {
-        let mut free = cnmas_system_tests::free_ports(2 * SERVICES.len())?.into_iter();
-        let mut ports = HashMap::new();
-        for s in SERVICES {
-            if let (Some(grpc), Some(http)) = (free.next(), free.next()) {
-                ports.insert(s, (grpc, http));
-            }
-        }
+        // free_ports gives exactly the count asked for: a (gRPC, HTTP) pair per service.
+        let free = cnmas_system_tests::free_ports(2 * SERVICES.len())?;
+        let ports: HashMap<&str, (u16, u16)> = SERVICES
+            .iter()
+            .zip(free.chunks_exact(2))
+            .map(|(s, pair)| (*s, (pair[0], pair[1])))
+            .collect();
         let intake_grpc = ports["intake"].0;
         let mut list = Vec::new();
         for s in SERVICES {
