@@ -264,6 +264,7 @@ impl System {
                         common,
                         intake_url: format!("http://{intake}"),
                         lease: Duration::from_secs(self.lease_seconds),
+                        gather: Duration::from_millis(cnmas_dialer_queue::DEFAULT_GATHER_MS),
                         retention: self.retention,
                     },
                     shutdown.clone(),

@@ -1,25 +1,44 @@
-//! The batches of the dialer's writers (leases, outcomes): whatever waits when a batch starts.
+//! The batches of the dialer's writers (leases, outcomes).
 
+use std::time::Duration;
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::{timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// Waits for the first arrival, then takes every one already waiting, up to `max`: a quiet
-/// service handles each arrival alone and at once, a busy one the backlog of one batch's time.
-/// `None` once the service stops or every sender is gone.
+/// The next batch, up to `max` arrivals (decision 0020). A quiet writer, which had to wait for
+/// the batch's first arrival, handles it at once with whatever else already waits. A busy one,
+/// which found arrivals waiting, also gathers what arrives within `gather`: one transaction and
+/// one commit serve every agent that asked in that time. `None` once the service stops or every
+/// sender is gone.
 pub async fn next_batch<T>(
     arrivals: &mut mpsc::Receiver<T>,
     max: usize,
+    gather: Duration,
     shutdown: &CancellationToken,
 ) -> Option<Vec<T>> {
-    let first = tokio::select! {
-        p = arrivals.recv() => p?,
-        _ = shutdown.cancelled() => return None,
+    if shutdown.is_cancelled() {
+        return None;
+    }
+    let (first, gather) = match arrivals.try_recv() {
+        Ok(p) => (p, gather),
+        Err(TryRecvError::Disconnected) => return None,
+        Err(TryRecvError::Empty) => tokio::select! {
+            p = arrivals.recv() => (p?, Duration::ZERO),
+            _ = shutdown.cancelled() => return None,
+        },
     };
+    let until = Instant::now() + gather;
     let mut batch = vec![first];
     while batch.len() < max {
         match arrivals.try_recv() {
             Ok(p) => batch.push(p),
-            Err(_) => break,
+            Err(TryRecvError::Disconnected) => break,
+            Err(TryRecvError::Empty) if gather.is_zero() => break,
+            Err(TryRecvError::Empty) => match timeout_at(until, arrivals.recv()).await {
+                Ok(Some(p)) => batch.push(p),
+                Ok(None) | Err(_) => break,
+            },
         }
     }
     Some(batch)
@@ -48,4 +67,78 @@ pub async fn submit<T, R>(
         .await
         .map_err(|_| BatchError::Stopped)?
         .map_err(BatchError::Database)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The batches of arrivals at 0, 3 and 13 ms (tokio's clock is paused, so the times are
+    /// exact), with `waiting` arrivals already in the channel at 0.
+    async fn batches(waiting: &[u32], gather: Duration) -> Vec<Vec<u32>> {
+        let (send, mut arrivals) = mpsc::channel(8);
+        for n in waiting {
+            send.send(*n).await.expect("room in the channel");
+        }
+        tokio::spawn(async move {
+            for (n, pause) in [(1, 3), (2, 10), (3, 0)] {
+                send.send(n).await.expect("the writer listens");
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+        });
+        let shutdown = CancellationToken::new();
+        let mut got = Vec::new();
+        while let Some(batch) = next_batch(&mut arrivals, 8, gather, &shutdown).await {
+            got.push(batch);
+        }
+        got
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_writer_handles_each_arrival_at_once() {
+        let got = batches(&[], Duration::from_millis(5)).await;
+        assert_eq!(got, [vec![1], vec![2], vec![3]]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_writer_gathers_what_arrives_within_its_gather() {
+        let gather = |ms| Duration::from_millis(ms);
+        // 0 waits; 1 comes at once and 2 3 ms later, within 5 ms; 3 comes 13 ms later.
+        assert_eq!(batches(&[0], gather(5)).await, [vec![0, 1, 2], vec![3]]);
+        assert_eq!(batches(&[0], gather(20)).await, [vec![0, 1, 2, 3]]);
+        // Without a gather, only what already waits.
+        assert_eq!(
+            batches(&[0], Duration::ZERO).await,
+            [vec![0], vec![1], vec![2], vec![3]]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_stops_at_its_size_and_none_comes_after_the_last() {
+        let (send, mut arrivals) = mpsc::channel(8);
+        for n in 0..5 {
+            send.send(n).await.expect("room in the channel");
+        }
+        drop(send);
+        let shutdown = CancellationToken::new();
+        let gather = Duration::from_secs(1);
+        for expected in [Some(vec![0, 1, 2]), Some(vec![3, 4]), None] {
+            assert_eq!(
+                next_batch(&mut arrivals, 3, gather, &shutdown).await,
+                expected
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stopped_writer_takes_nothing_more() {
+        let (send, mut arrivals) = mpsc::channel(8);
+        send.send(0).await.expect("room in the channel");
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        assert_eq!(
+            next_batch(&mut arrivals, 3, Duration::ZERO, &shutdown).await,
+            None
+        );
+    }
 }

@@ -1,6 +1,6 @@
-//! `NextCall` is served in batches, as outcomes are written (decision 0011): every request that
-//! arrives while the previous batch is being leased goes into the next one. A batch is one
-//! transaction of two statements. The first locks the candidates with `SKIP LOCKED`: each
+//! `NextCall` is served in batches, as outcomes are written (decision 0011): a batch takes every
+//! request that waits and, when the dialer is busy, those that arrive within the writers'
+//! gather (decision 0020). A batch is one transaction of two statements. The first locks the candidates with `SKIP LOCKED`: each
 //! agent's held call and own callback, and the best free calls of the batch's campaigns, as
 //! many per campaign as agents of the batch may take from it. [`assign`] gives them out in
 //! arrival order, so no two agents get the same call. The cards of the assigned calls are then
@@ -60,11 +60,12 @@ pub struct Leasing {
 
 impl Leasing {
     /// Starts the service's leasing task; it stops with the service.
-    pub fn start(base: &Base, lease: Duration, intake: Intake) -> Self {
+    pub fn start(base: &Base, lease: Duration, gather: Duration, intake: Intake) -> Self {
         let (queue, arrivals) = mpsc::channel(4 * MAX_BATCH);
         base.tasks.spawn(run(
             base.pool.clone(),
             lease,
+            gather,
             intake,
             arrivals,
             base.tasks.clone(),
@@ -86,12 +87,13 @@ impl Leasing {
 async fn run(
     pool: PgPool,
     lease: Duration,
+    gather: Duration,
     intake: Intake,
     mut arrivals: mpsc::Receiver<Pending>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 ) {
-    while let Some(batch) = next_batch(&mut arrivals, MAX_BATCH, &shutdown).await {
+    while let Some(batch) = next_batch(&mut arrivals, MAX_BATCH, gather, &shutdown).await {
         metrics::histogram!("cnmas_dialer_lease_batch_size").record(batch.len() as f64);
         // An agent asking twice at once (a double click) is served once, with one answer.
         let mut agents: Vec<String> = Vec::with_capacity(batch.len());

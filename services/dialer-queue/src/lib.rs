@@ -32,6 +32,9 @@ pub const SERVICE: &str = "dialer-queue";
 /// statements' plans follow their sizes (`cnmas_runtime::db::analyse_grown`).
 const STATISTICS_OF: &[&str] = &["queue", "agents", "agent_campaigns", "campaigns"];
 
+/// The writers' gather by default, in milliseconds (decision 0020).
+pub const DEFAULT_GATHER_MS: u64 = 4;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub common: CommonConfig,
@@ -39,6 +42,9 @@ pub struct Config {
     pub intake_url: String,
     /// `CNMAS_LEASE_SECONDS`: how long a leased call stays with its agent without renewal.
     pub lease: Duration,
+    /// `CNMAS_DIALER_GATHER_MS`: how long a busy lease or outcome writer gathers requests for
+    /// its batch (decision 0020); 0 never gathers.
+    pub gather: Duration,
     /// Retention periods and purge schedule (`CNMAS_RETENTION_*`, `CNMAS_PURGE_INTERVAL_SECONDS`).
     pub retention: cnmas_runtime::rights::Retention,
 }
@@ -49,6 +55,7 @@ impl Config {
             common: CommonConfig::from_env()?,
             intake_url: var_or("CNMAS_INTAKE_URL", "http://127.0.0.1:50051"),
             lease: Duration::from_secs(parse_var("CNMAS_LEASE_SECONDS", 300)?),
+            gather: Duration::from_millis(parse_var("CNMAS_DIALER_GATHER_MS", DEFAULT_GATHER_MS)?),
             retention: cnmas_runtime::rights::Retention::from_env()?,
         })
     }
@@ -83,8 +90,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         intake: intake.clone(),
         lease: config.lease,
         leases: leases::Leases::default(),
-        leasing: leasing::Leasing::start(&base, config.lease, intake),
-        outcomes: outcomes::Outcomes::start(&base),
+        leasing: leasing::Leasing::start(&base, config.lease, config.gather, intake),
+        outcomes: outcomes::Outcomes::start(&base, config.gather),
     });
     base.spawn_consumer(
         ConsumerSpec::new(SERVICE, "dialer_scheduler", "cnmas.evt.v1.scheduler.>"),

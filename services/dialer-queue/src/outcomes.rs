@@ -1,7 +1,7 @@
-//! Outcomes are written in batches: every outcome that arrives while the previous batch is
-//! being written goes into the next one, written by one statement. A quiet dialer writes each
-//! outcome alone, as soon as it arrives; a busy one pays one round trip and one commit per
-//! batch instead of per call.
+//! Outcomes are written in batches: every outcome that waits and, when the dialer is busy, those
+//! that arrive within the writers' gather (decision 0020), written by one statement. A quiet
+//! dialer writes each outcome alone, as soon as it arrives; a busy one pays one round trip and
+//! one commit per batch instead of per call.
 
 use crate::batch::{next_batch, submit, BatchError};
 use crate::staffing;
@@ -10,7 +10,7 @@ use cnmas_bus::{Outbox, OutboxRelay};
 use cnmas_runtime::service::Base;
 use sqlx::{PgPool, Row};
 use std::collections::HashSet;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -49,11 +49,12 @@ pub struct Outcomes {
 
 impl Outcomes {
     /// Starts the service's writer; it stops with the service.
-    pub fn start(base: &Base) -> Self {
+    pub fn start(base: &Base, gather: Duration) -> Self {
         let (queue, arrivals) = mpsc::channel(4 * MAX_BATCH);
         base.tasks.spawn(run(
             base.pool.clone(),
             base.relay.clone(),
+            gather,
             arrivals,
             base.shutdown.clone(),
         ));
@@ -70,10 +71,11 @@ impl Outcomes {
 async fn run(
     pool: PgPool,
     relay: OutboxRelay,
+    gather: Duration,
     mut arrivals: mpsc::Receiver<Pending>,
     shutdown: CancellationToken,
 ) {
-    while let Some(mut batch) = next_batch(&mut arrivals, MAX_BATCH, &shutdown).await {
+    while let Some(mut batch) = next_batch(&mut arrivals, MAX_BATCH, gather, &shutdown).await {
         metrics::histogram!("cnmas_dialer_outcome_batch_size").record(batch.len() as f64);
         let started = Instant::now();
         let written = write(&pool, &mut batch).await;
