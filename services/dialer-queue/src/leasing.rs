@@ -1,13 +1,13 @@
 //! `NextCall` is served in batches, as outcomes are written (decision 0011): a batch takes every
 //! request that waits and, when the dialer is busy, those that arrive within the writers'
-//! gather (decision 0020). A batch is one transaction of two statements. The first locks the candidates with `SKIP LOCKED`: each
-//! agent's held call and own callback, and the best free calls of the batch's campaigns, as
-//! many per campaign as agents of the batch may take from it. [`assign`] gives them out in
-//! arrival order, so no two agents get the same call. The cards of the assigned calls are then
-//! asked of intake in one request, while the second statement leases the calls and moves the
-//! agents to "on call" (or "available" when nothing is due) and the transaction commits
-//! (decision 0014). A quiet dialer leases each call alone; a busy one pays four round trips,
-//! one commit and one request to intake per batch.
+//! gather (decision 0020). A batch is one transaction of two statements. The first locks the
+//! candidates with `SKIP LOCKED`: each agent's held call and own callback, and the best free
+//! calls of the batch's campaigns, as many per campaign as agents of the batch may take from it.
+//! [`assign`] gives them out in arrival order, so no two agents get the same call. The cards of
+//! the assigned calls are then asked of intake in one request, while the second statement
+//! leases the calls and moves the agents to "on call" (or "available" when nothing is due) and
+//! the transaction commits (decision 0014). A quiet dialer leases each call alone; a busy one
+//! pays four round trips, one commit and one request to intake per batch.
 
 use crate::batch::{next_batch, submit, BatchError};
 use crate::intake::{CardFor, Intake};
